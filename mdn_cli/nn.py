@@ -35,6 +35,7 @@ from torch.nn.modules.lazy import LazyModuleMixin
 from torch.nn.parameter import UninitializedBuffer, UninitializedParameter, is_lazy
 
 from mdn_cli.design import gram_inverse
+from mdn_cli.kernels import subtract_product, transposed_product
 
 
 # -- functional form -------------------------------------------------------------------------
@@ -51,11 +52,73 @@ def batch_beta(features: torch.Tensor, design: torch.Tensor, gram_inv: torch.Ten
 
 
 def metadata_norm(features: torch.Tensor, design: torch.Tensor, beta: torch.Tensor, num_preserved: int = 0) -> torch.Tensor:
-    """Subtract the metadata and intercept part ``X[:, q:] beta[q:]``; keep the preserved part."""
+    """Subtract the metadata and intercept part ``X[:, q:] beta[q:]``; keep the preserved part.
+
+    Differentiable in ``features`` (the gradient passes unchanged) and in ``beta`` (``-X_m' G``).
+    """
     y = features.reshape(features.shape[0], -1)
-    # one fused pass: y - X_m beta_m (its backward passes the gradient to y unchanged)
-    out = torch.baddbmm(y.unsqueeze(0), design[:, num_preserved:].unsqueeze(0), beta[num_preserved:].unsqueeze(0), alpha=-1)
-    return out.squeeze(0).view_as(features)
+    x = design[:, num_preserved:].to(y.dtype)
+    return _SubtractProduct.apply(y, x, beta[num_preserved:].to(y.dtype)).view(features.shape)
+
+
+def batch_metadata_norm(
+    features: torch.Tensor, design: torch.Tensor, gram_inv: torch.Tensor, n_train: int, num_preserved: int = 0, sync: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Training-mode MDN in one autograd node: ``(Y - X_m beta_b[q:], beta_b)`` (beta detached).
+
+    The same as ``metadata_norm(Y, X, batch_beta(Y, X, K, n), q)`` with the gradient through
+    beta_b, but the backward pass is one reduction and one fused update
+    (``G - X (s K_m' X_m' G)``) instead of autograd's four passes over the features. With
+    ``sync`` the batch sums are added over the process group (DDP), in both directions.
+    """
+    y = features.reshape(features.shape[0], -1)
+    x = design.to(y.dtype)
+    out, beta = _BatchMetadataNorm.apply(y, x, gram_inv.to(y.dtype), float(n_train), num_preserved, sync)
+    return out.view(features.shape), beta
+
+
+class _SubtractProduct(torch.autograd.Function):
+    """``Y - X C`` for features ``Y`` (n, d), a constant design ``X`` (n, k) and ``C`` (k, d)."""
+
+    @staticmethod
+    def forward(ctx, y: torch.Tensor, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(x)
+        return subtract_product(y, x, c)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (x,) = ctx.saved_tensors
+        grad_c = -transposed_product(x, grad) if ctx.needs_input_grad[2] else None
+        return grad, None, grad_c
+
+
+class _BatchMetadataNorm(torch.autograd.Function):
+    """``out = Y - X_m s K_m X'Y`` (K_m: the removed rows of K, s = n_train / batch count)."""
+
+    @staticmethod
+    def forward(ctx, y, x, gram_inv, n_train, num_preserved, sync):
+        xty = transposed_product(x, y)
+        count = float(y.shape[0])
+        if sync and _distributed():  # one collective for the sums and the count
+            packed = torch.cat([xty.reshape(-1), xty.new_full((1,), count)])
+            torch.distributed.all_reduce(packed)
+            xty, count = packed[:-1].view_as(xty), float(packed[-1])
+        scale = n_train / count
+        beta = _mm(gram_inv, xty) * scale
+        ctx.save_for_backward(x, gram_inv)
+        ctx.scale, ctx.num_preserved, ctx.sync = scale, num_preserved, sync
+        ctx.mark_non_differentiable(beta)
+        return subtract_product(y, x[:, num_preserved:], beta[num_preserved:]), beta
+
+    @staticmethod
+    def backward(ctx, grad, _grad_beta):
+        x, gram_inv = ctx.saved_tensors
+        q = ctx.num_preserved
+        removed = transposed_product(x[:, q:], grad)  # X_m' G, the gradient reaching beta_m (negated)
+        if ctx.sync and _distributed():
+            torch.distributed.all_reduce(removed)  # every rank's loss depends on the shared beta
+        # G - X (s K_m' X_m'G), grouped as (X K_m') (s X_m'G): q_m columns rather than all of X
+        return subtract_product(grad, _mm(x, gram_inv[q:].T), removed * ctx.scale), None, None, None, None, None
 
 
 def rls_update(
@@ -73,29 +136,6 @@ def rls_update(
     return beta + _mm(cov, xty - _mm(xtx, beta)), cov
 
 
-class _AllReduceSum(torch.autograd.Function):
-    """Sum over the default process group; the gradient is summed back too, as in SyncBatchNorm.
-
-    (Every rank's loss depends on every rank's features through the shared statistics.)
-    """
-
-    @staticmethod
-    def forward(ctx, tensor: torch.Tensor) -> torch.Tensor:
-        tensor = tensor.clone(memory_format=torch.contiguous_format)
-        torch.distributed.all_reduce(tensor)
-        return tensor
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
-        grad = grad.clone(memory_format=torch.contiguous_format)
-        torch.distributed.all_reduce(grad)
-        return grad
-
-
-def _all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
-    return _AllReduceSum.apply(tensor)
-
-
 def _distributed() -> bool:
     return torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1
 
@@ -104,10 +144,10 @@ def _distributed() -> bool:
 class MetadataNormBase(nn.Module):
     """Shared plumbing of the MDN variants: design checks, residual output, synchronisation.
 
-    Subclasses differ only in ``estimate_beta`` (a training batch's beta, updating any state)
-    and ``inference_beta`` (the beta used in eval mode; ``running_beta`` unless overridden).
-    ``sync = True`` (set by ``set_sync``) sums the batch statistics over the process group, so each
-    DDP rank computes the beta of the global batch.
+    Subclasses differ only in ``_train_forward`` (a training batch's output, from that batch's
+    beta, updating any state) and ``inference_beta`` (the beta used in eval mode; ``running_beta``
+    unless overridden). ``sync = True`` (set by ``set_sync``) sums the batch statistics over the
+    process group, so each DDP rank computes the beta of the global batch.
     """
 
     _design: torch.Tensor | None
@@ -122,7 +162,7 @@ class MetadataNormBase(nn.Module):
         self.sync = False
         self._design = None
 
-    def estimate_beta(self, features: torch.Tensor, design: torch.Tensor) -> torch.Tensor:
+    def _train_forward(self, input: torch.Tensor, design: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
     def inference_beta(self) -> torch.Tensor:
@@ -130,19 +170,12 @@ class MetadataNormBase(nn.Module):
 
     def forward(self, input: torch.Tensor, design: torch.Tensor | None = None) -> torch.Tensor:
         design = self._checked_design(input, self._design if design is None else design)
-        beta = self.estimate_beta(input, design) if self.training else self.inference_beta()
-        return metadata_norm(input, design, beta.to(input.dtype), self.num_preserved)
+        if self.training:
+            return self._train_forward(input, design)
+        return metadata_norm(input, design, self.inference_beta(), self.num_preserved)
 
-    def _batch_sums(self, features: torch.Tensor, design: torch.Tensor) -> tuple[torch.Tensor, int | torch.Tensor]:
-        """``X_b'Y_b`` and the batch count, summed over the process group when synchronised
-        (the count is then a tensor; in one process it stays the plain row count)."""
-        xty = _mm(design.T, features.reshape(features.shape[0], -1))
-        count: int | torch.Tensor = features.shape[0]
-        if self.sync and _distributed():
-            xty = _all_reduce_sum(xty)
-            count = torch.tensor(float(count), dtype=xty.dtype, device=xty.device)
-            torch.distributed.all_reduce(count)
-        return xty, count
+    def _synced(self) -> bool:
+        return self.sync and _distributed()
 
     def _checked_design(self, input: torch.Tensor, design: torch.Tensor | None) -> torch.Tensor:
         if design is None:
@@ -198,16 +231,16 @@ class MetadataNorm(MetadataNormBase):
         self.n_train.fill_(x.shape[0])
         return self
 
-    def estimate_beta(self, features: torch.Tensor, design: torch.Tensor) -> torch.Tensor:
-        if int(self.n_train) == 0:
+    def _train_forward(self, input: torch.Tensor, design: torch.Tensor) -> torch.Tensor:
+        n_train = int(self.n_train)
+        if n_train == 0:
             raise RuntimeError("MetadataNorm has no Gram inverse: call fit_gram(X_train) before training.")
-        xty, count = self._batch_sums(features, design)
-        beta = _mm(self.gram_inverse.to(features.dtype), xty) * (int(self.n_train) / count)
+        out, beta = batch_metadata_norm(input, design, self.gram_inverse, n_train, self.num_preserved, self._synced())
         with torch.no_grad():
             self.num_batches_tracked.add_(1)
             factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
-            self.running_beta.lerp_(beta.detach().to(self.running_beta.dtype), factor)
-        return beta
+            self.running_beta.lerp_(beta.to(self.running_beta.dtype), factor)
+        return out
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, momentum={self.momentum}"
@@ -239,19 +272,19 @@ class RecursiveMetadataNorm(MetadataNormBase):
         self.covariance.copy_(torch.eye(self.num_design, dtype=self.covariance.dtype) / self.regularizer)
         self.num_batches_tracked.zero_()
 
-    @torch.no_grad()
-    def estimate_beta(self, features: torch.Tensor, design: torch.Tensor) -> torch.Tensor:
-        x = design.to(self.covariance.dtype)
-        xtx = x.T @ x
-        xty, _count = self._batch_sums(features, design)  # in the features' dtype: no float64 copy of them
-        xty = xty.to(x.dtype)
-        if self.sync and _distributed():
-            torch.distributed.all_reduce(xtx)
-        beta, cov = rls_update(self.running_beta.to(x.dtype), self.covariance, xtx, xty, self.forgetting)
-        self.running_beta.copy_(beta)
-        self.covariance.copy_(cov)
-        self.num_batches_tracked.add_(1)
-        return beta
+    def _train_forward(self, input: torch.Tensor, design: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            x = design.to(self.covariance.dtype)
+            # X'Y in the features' dtype (no float64 copy of them), then the (small) rest in float64
+            sums = torch.cat([x.T @ x, transposed_product(design, input.reshape(input.shape[0], -1)).to(x.dtype)], 1)
+            if self._synced():
+                torch.distributed.all_reduce(sums)
+            xtx, xty = sums[:, : self.num_design], sums[:, self.num_design :]
+            beta, cov = rls_update(self.running_beta, self.covariance, xtx, xty, self.forgetting)
+            self.running_beta.copy_(beta)
+            self.covariance.copy_(cov)
+            self.num_batches_tracked.add_(1)
+        return metadata_norm(input, design, beta, self.num_preserved)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, forgetting={self.forgetting}, regularizer={self.regularizer}"
@@ -282,11 +315,10 @@ class PenaltyMetadataNorm(MetadataNormBase):
     def inference_beta(self) -> torch.Tensor:
         return self.beta
 
-    def estimate_beta(self, features: torch.Tensor, design: torch.Tensor) -> torch.Tensor:
-        y = features.reshape(features.shape[0], -1)
-        residual = y - _mm(design, self.beta)
+    def _train_forward(self, input: torch.Tensor, design: torch.Tensor) -> torch.Tensor:
+        residual = metadata_norm(input, design, self.beta, num_preserved=0)  # the whole design's fit
         self.penalty = self.penalty_weight * residual.square().sum() / max(residual.numel(), 1)  # an empty DDP share adds 0
-        return self.beta
+        return metadata_norm(input, design, self.beta, self.num_preserved)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, penalty_weight={self.penalty_weight}"
