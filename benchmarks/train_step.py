@@ -4,7 +4,7 @@ The network is the paper's MDN-Conv (conv1 16x5x5, conv2 32x5x5, fc1 84, fc2 1, 
 inputs); the normalisation sits after conv1, conv2 and fc1, before each ReLU. A step is forward,
 loss, backward and an Adam step, as in `mdn train`. All configurations are measured in the same
 process, interleaved (one block of steps of each per round, in a rotating order), and the median
-over rounds is reported, so machine load drifts hit them alike.
+of the per-round ratios to no normalisation is reported, so machine load drifts hit them alike.
 
     .venv/bin/python benchmarks/train_step.py [--rounds 15] [--steps 10] [--batch 200]
 """
@@ -23,6 +23,23 @@ from mdn_cli.nn import MetadataNorm, PenaltyMetadataNorm, RecursiveMetadataNorm,
 
 DESIGN = 3  # label (preserved), confounder, intercept
 WIDTHS = {"conv1": (16, 28, 28), "conv2": (32, 24, 24), "fc1": (84,)}
+
+
+class _Copy(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        return grad.clone()
+
+
+class Copy(nn.Module):
+    """The floor for any layer that is not in place: one new tensor forward, one backward."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _Copy.apply(x)
 
 
 def network(norm: Callable[[str], nn.Module]) -> nn.Sequential:
@@ -44,6 +61,8 @@ def features(name: str) -> int:
 def make(kind: str, n_train: int) -> nn.Sequential:
     if kind == "none":
         return network(lambda _name: nn.Identity())
+    if kind == "copy":
+        return network(lambda _name: Copy())
     if kind == "batchnorm":
         return network(lambda name: nn.BatchNorm1d(84) if name == "fc1" else nn.BatchNorm2d(WIDTHS[name][0]))
     if kind == "mdn":
@@ -67,7 +86,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=200)
     args = parser.parse_args()
     torch.manual_seed(0)
-    kinds = ["none", "mdn", "batchnorm", "r-mdn", "pmdn"]
+    kinds = ["none", "copy", "mdn", "batchnorm", "r-mdn", "pmdn"]
     x = torch.randn(args.batch, 1, 32, 32)
     y = torch.randint(0, 2, (args.batch,)).float()
     design = torch.cat([y[:, None], torch.randn(args.batch, 1), torch.ones(args.batch, 1)], 1)
@@ -95,13 +114,15 @@ def main() -> None:
         order = kinds[r % len(kinds):] + kinds[: r % len(kinds)]
         for kind in order:
             times[kind].append(steps(kind, args.steps))
-    base = statistics.median(times["none"])
+    # Ratios are taken within each round (the configurations ran back to back), so a load that
+    # comes and goes between rounds cancels; the median and quartiles are over rounds.
     print(f"batch {args.batch}, {args.rounds} rounds x {args.steps} steps, {torch.get_num_threads()} threads, torch {torch.__version__}")
-    print("| normalisation at conv1, conv2, fc1 | median ms/step | vs none |")
-    print("|---|---:|---:|")
+    print("| normalisation at conv1, conv2, fc1 | median ms/step | vs none (median of rounds) | quartiles |")
+    print("|---|---:|---:|---:|")
     for kind in kinds:
-        median = statistics.median(times[kind])
-        print(f"| {kind} | {median * 1000:.1f} | {median / base:.3f}x |")
+        ratios = [t / base for t, base in zip(times[kind], times["none"])]
+        q1, _, q3 = statistics.quantiles(ratios, n=4)
+        print(f"| {kind} | {statistics.median(times[kind]) * 1000:.1f} | {statistics.median(ratios):.3f}x | {q1:.3f}-{q3:.3f} |")
 
 
 if __name__ == "__main__":
