@@ -58,7 +58,7 @@ def metadata_norm(features: torch.Tensor, design: torch.Tensor, beta: torch.Tens
     """
     y = features.reshape(features.shape[0], -1)
     x = design[:, num_preserved:].to(y.dtype)
-    return _SubtractProduct.apply(y, x, beta[num_preserved:].to(y.dtype)).view(features.shape)
+    return _SubtractProduct.apply(y, x, beta[num_preserved:].to(y.dtype)).reshape(features.shape)
 
 
 def batch_metadata_norm(
@@ -67,14 +67,15 @@ def batch_metadata_norm(
     """Training-mode MDN in one autograd node: ``(Y - X_m beta_b[q:], beta_b)`` (beta detached).
 
     The same as ``metadata_norm(Y, X, batch_beta(Y, X, K, n), q)`` with the gradient through
-    beta_b, but the backward pass is one reduction and one fused update
-    (``G - X (s K_m' X_m' G)``) instead of autograd's four passes over the features. With
-    ``sync`` the batch sums are added over the process group (DDP), in both directions.
+    beta_b, but its backward pass is one reduction and one update, ``G - (X K_m') (s X_m'G)``:
+    three passes over the features where autograd makes five (a separate expansion, then the sum
+    of the two gradient paths). With ``sync`` the batch sums are added over the process group
+    (DDP), in both directions.
     """
     y = features.reshape(features.shape[0], -1)
     x = design.to(y.dtype)
     out, beta = _BatchMetadataNorm.apply(y, x, gram_inv.to(y.dtype), float(n_train), num_preserved, sync)
-    return out.view(features.shape), beta
+    return out.reshape(features.shape), beta
 
 
 class _SubtractProduct(torch.autograd.Function):

@@ -222,6 +222,8 @@ class Trainer:
         model = network
         if world.size > 1:
             set_sync(network)
+            if self.run.device.type == "cuda":  # SyncBatchNorm runs on GPUs only: on CPU each process keeps its own BatchNorm statistics
+                torch.nn.SyncBatchNorm.convert_sync_batchnorm(network)  # replaces the BatchNorm children in place
             device_ids = [self.run.device] if self.run.device.type == "cuda" else None
             model = torch.nn.parallel.DistributedDataParallel(network, device_ids=device_ids)
         if world.is_main:

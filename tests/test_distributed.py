@@ -11,7 +11,7 @@ import torch.distributed as dist
 
 from mdn_cli.spec import load_spec
 from mdn_cli.train import build_run, train
-from tests.helpers import make_small_data, run_cli, write_spec
+from tests.helpers import SMALL_MDN, make_small_data, run_cli, write_spec
 
 pytestmark = pytest.mark.skipif(
     not (dist.is_available() and dist.is_gloo_available()), reason="torch.distributed with gloo is not available"
@@ -82,6 +82,16 @@ def test_nproc_resume_continues_the_run(data, tmp_path):
 def test_trains_on_cuda(data, tmp_path):
     result = mdn("train", ddp_spec(data, "recursive", 12), "-o", tmp_path / "gpu", "--device", "cuda", "-q")
     assert result.returncode == 0, result.stderr[-3000:]
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two GPUs")
+def test_two_gpus_train_with_synchronised_batchnorm(data, tmp_path):
+    layers = [{"type": "conv2d", "out_channels": 4, "kernel_size": 5, "stride": 2}, {"type": "batchnorm2d"}, *SMALL_MDN[1:]]
+    spec = write_spec(data, "gpu-bn.yaml", layers=layers, epochs=1, train={"batch_size": 12, "device": "cuda"})
+    result = mdn("train", spec, "-o", tmp_path / "run", "--nproc", 2, "-q")
+    assert result.returncode == 0, result.stderr[-3000:]
+    state = model_state(tmp_path / "run")
+    assert any(key.endswith("running_mean") for key in state)
 
 
 def test_cuda_on_a_machine_without_it_is_an_input_error(data, tmp_path):
