@@ -18,7 +18,7 @@ import pandas as pd
 import torch
 
 from mdn_cli.design import DesignMatrix, level_strings
-from mdn_cli.errors import MdnError
+from mdn_cli.errors import MdnError, did_you_mean
 
 SPLITS = ("train", "val", "test")
 IN_MEMORY_LIMIT = 2 * 1024**3  # inputs larger than this are read from disk batch by batch
@@ -184,10 +184,8 @@ def load_training_data(spec, seed: int) -> TrainingData:
     used = [d.label, *d.metadata, *spec.mdn.preserve] + ([d.split_column] if d.split_column else [])
     for column in dict.fromkeys(used):
         if column not in table.columns:
-            import difflib
-
-            close = difflib.get_close_matches(column, [str(c) for c in table.columns], n=3)
-            raise MdnError(f"no column {column!r}.", where=d.table, hint=f"did you mean {', '.join(close)}?" if close else f"columns are: {_listing(list(table.columns), 12)}.")
+            hint = did_you_mean(column, table.columns, f"columns are: {_listing(list(table.columns), 12)}.")
+            raise MdnError(f"no column {column!r}.", where=d.table, hint=hint)
         nan_rows = np.flatnonzero(table[column].isna().to_numpy())
         if len(nan_rows):
             raise MdnError(f"column {column!r} is empty in {len(nan_rows)} row(s) (ids/rows {_listing(_row_names(table, nan_rows, d.id_column))}).", where=d.table, hint="fill or drop those rows; training needs every value.")

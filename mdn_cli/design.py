@@ -12,7 +12,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from mdn_cli.errors import MdnError
+from mdn_cli.errors import MdnError, did_you_mean
 
 INTERCEPT = "intercept"
 
@@ -152,10 +152,7 @@ class DesignMatrix:
 
 def _column(table: pd.DataFrame, name: str) -> pd.Series:
     if name not in table.columns:
-        import difflib
-
-        close = difflib.get_close_matches(name, [str(c) for c in table.columns], n=3)
-        hint = f"did you mean {', '.join(close)}?" if close else f"columns are: {', '.join(map(str, table.columns))}."
+        hint = did_you_mean(name, table.columns, f"columns are: {', '.join(map(str, table.columns))}.")
         raise MdnError(f"the table has no column {name!r}.", where=name, hint=hint)
     series = table[name]
     missing = series.isna().to_numpy()

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import difflib
+from typing import Iterable
+
 
 class MdnError(Exception):
     """A problem with the user's input (file, key, column, value); the CLI exits 2 on it.
@@ -20,3 +23,16 @@ class MdnError(Exception):
         if self.hint:
             text = f"{text} Hint: {self.hint}"
         return text
+
+
+def did_you_mean(word: object, options: Iterable[object], otherwise: str) -> str:
+    """A hint naming the options closest to ``word`` (a typo's likely intent), else ``otherwise``.
+
+    The one policy for every "did you mean" in the project: the closest name, with up to two more
+    only when they are about as close (so ``train.epoch`` suggests ``train.epochs`` alone).
+    """
+    word, names = str(word), [str(option) for option in options]
+    score = {name: difflib.SequenceMatcher(None, word, name).ratio() for name in difflib.get_close_matches(word, names, n=3, cutoff=0.6)}
+    best = max(score.values(), default=0.0)
+    close = sorted((name for name in score if score[name] >= best - 0.05), key=lambda name: (-score[name], names.index(name)))
+    return f"did you mean {', '.join(f'`{name}`' for name in close)}?" if close else otherwise

@@ -5,7 +5,6 @@ Shapes are inferred (lazy layers) from one dry run on a sample input.
 
 from __future__ import annotations
 
-import difflib
 import importlib
 from collections import OrderedDict
 from typing import Callable, Sequence
@@ -13,7 +12,7 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-from mdn_cli.errors import MdnError
+from mdn_cli.errors import MdnError, did_you_mean
 from mdn_cli.nn import LazyMetadataNorm, LazyPenaltyMetadataNorm, LazyRecursiveMetadataNorm, MetadataNormBase, attach_key, attach_metadata_norm, metadata
 
 # Layer types of `model.layers`: the spec's keyword arguments go straight to these callables.
@@ -94,8 +93,7 @@ def make_variant(mdn, num_design: int, num_preserved: int, momentum: float | Non
 
 def _no_layer(name: str, names: Sequence[str]) -> tuple[str, str]:
     """Message and hint (the closest names) for a layer name the model does not have."""
-    close = difflib.get_close_matches(name, names, n=3, cutoff=0.4)
-    hint = f"did you mean {', '.join(close)}?" if close else "run `mdn layers SPEC` to list the layer names."
+    hint = did_you_mean(name, names, "run `mdn layers SPEC` to list the layer names.")
     return f"the model has no layer {name!r}.", hint
 
 

@@ -7,7 +7,6 @@ Every problem in a spec is reported at once, each with its key path, its line in
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import hashlib
 import inspect
 import json
@@ -22,7 +21,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-from mdn_cli.errors import MdnError
+from mdn_cli.errors import MdnError, did_you_mean
 
 Loc = tuple  # a key path as parts: ("model", "layers", 2, "type")
 Problem = tuple  # (loc, message, hint) before lines are attached
@@ -106,10 +105,7 @@ def _make_issue(key_path: str, message: str, hint: str | None, lines: dict[str, 
 
 
 def _did_you_mean(word: Any, options: Sequence[str], what: str) -> str:
-    close = difflib.get_close_matches(str(word), list(options), n=1, cutoff=0.7)
-    if close:
-        return f"did you mean `{close[0]}`?"
-    return f"known {what}: {', '.join(options)}." if options else f"there are no {what}; remove it."
+    return did_you_mean(word, options, f"known {what}: {', '.join(options)}." if options else f"there are no {what}; remove it.")
 
 
 def _show(value: Any) -> str:
@@ -448,8 +444,7 @@ def _translate(error: dict[str, Any], prefix: Loc) -> list[Problem]:
         return [(loc, "must not be empty", _example_hint(loc))]
     if kind == "literal_error":
         options = re.findall(r"'([^']*)'", ctx.get("expected", ""))
-        close = difflib.get_close_matches(str(value), options, n=1, cutoff=0.7)
-        return [(loc, f"must be one of {', '.join(options)} (got {_show(value)})", f"did you mean `{close[0]}`?" if close else _example_hint(loc))]
+        return [(loc, f"must be one of {', '.join(options)} (got {_show(value)})", did_you_mean(value, options, _example_hint(loc)))]
     if kind in _BOUNDS:
         bound = next(iter(ctx.values()))
         return [(loc, f"must be {_BOUNDS[kind]} {bound:g} (got {_show(value)})", _example_hint(loc))]

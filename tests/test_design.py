@@ -109,7 +109,7 @@ def test_missing_values_error_names_column_and_rows(table):
 def test_missing_column_suggests_close_names(table):
     with pytest.raises(MdnError, match="no column 'agee'") as info:
         DesignMatrix(["agee"]).fit(table)
-    assert "did you mean age" in str(info.value)
+    assert "did you mean `age`" in str(info.value)
 
 
 @pytest.mark.parametrize(

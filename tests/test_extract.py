@@ -96,7 +96,7 @@ def test_table_without_metadata_is_an_error(trained, tmp_path):
     "args, message",
     [
         (["{t}/nowhere", "-l", "fc1"], "no such run directory"),
-        (["{t}/mdn", "-l", "fc2"], "has no layer 'fc2'. Hint: did you mean fc1"),
+        (["{t}/mdn", "-l", "fc2"], "has no layer 'fc2'. Hint: did you mean `fc1`"),
         (["{t}/mdn", "-l", "fc1", "--checkpoint", "{t}/baseline/checkpoints/best.pt"], "trained from another spec"),
         (["{t}/mdn", "-l", "fc1", "--checkpoint", "middle"], "checkpoint not found"),
         (["{t}/mdn", "-l", "fc1", "--split", "holdout"], "unknown split 'holdout'"),

@@ -10,7 +10,7 @@ from pathlib import Path
 import pydantic
 import pytest
 
-from mdn_cli.errors import MdnError
+from mdn_cli.errors import MdnError, did_you_mean
 from mdn_cli.spec import Spec, SpecError, SpecIssue, dump_spec, load_spec, spec_hash
 
 # Line numbers below refer to this text.
@@ -443,3 +443,10 @@ def test_a_setting_of_another_variant_is_an_error(tmp_path):
     assert issue.key_path == "mdn.momentum" and "variant batch, not of penalty" in issue.message
     # a default value does no harm: a batch spec switches variant with one override
     assert load_spec(write(tmp_path, BASE + "mdn:\n  momentum: 0.1\n"), ["mdn.variant=recursive"]).mdn.variant == "recursive"
+
+
+def test_did_you_mean_names_the_closest_and_only_equally_close_others():
+    keys = ["train.epochs", "train.select", "train.device"]
+    assert did_you_mean("train.epoch", keys, "-") == "did you mean `train.epochs`?"
+    assert did_you_mean("fc", ["fc1", "fc2", "conv1"], "-") == "did you mean `fc1`, `fc2`?"
+    assert did_you_mean("zzz", keys, "known keys: ...") == "known keys: ..."

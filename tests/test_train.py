@@ -168,7 +168,7 @@ def test_unknown_mdn_after_name_suggests_nearest(small_data, tmp_path):
 @pytest.mark.parametrize(
     "change, expected",
     [
-        ({"data": {"metadata": ["cff"]}}, "did you mean cf"),
+        ({"data": {"metadata": ["cff"]}}, "did you mean `cf`"),
         ({"data": {"label": "split"}}, "3 classes"),
         ({"train": {"monitor": "fc2"}}, "fc1"),
         ({"data": {"id_column": "nope"}}, "no id column 'nope'"),
