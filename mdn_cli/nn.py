@@ -39,16 +39,10 @@ from mdn_cli.kernels import subtract_product, transposed_product
 
 
 # -- functional form -------------------------------------------------------------------------
-def _mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """``a @ b`` through ``bmm``: with a few design columns as one side, CPU BLAS's threaded gemm
-    is up to 10x slower than bmm on these shapes (benchmarks/train_step.py)."""
-    return torch.bmm(a.unsqueeze(0), b.unsqueeze(0)).squeeze(0)
-
-
 def batch_beta(features: torch.Tensor, design: torch.Tensor, gram_inv: torch.Tensor, n_train: int) -> torch.Tensor:
     """The batch estimate ``K X_b' Y_b · n_train / n_b`` of shape (num_design, num_features)."""
     y = features.reshape(features.shape[0], -1)
-    return _mm(gram_inv, _mm(design.T, y)) * (n_train / y.shape[0])
+    return gram_inv @ transposed_product(design, y) * (n_train / y.shape[0])
 
 
 def metadata_norm(features: torch.Tensor, design: torch.Tensor, beta: torch.Tensor, num_preserved: int = 0) -> torch.Tensor:
@@ -105,7 +99,7 @@ class _BatchMetadataNorm(torch.autograd.Function):
             torch.distributed.all_reduce(packed)
             xty, count = packed[:-1].view_as(xty), float(packed[-1])
         scale = n_train / count
-        beta = _mm(gram_inv, xty) * scale
+        beta = gram_inv @ xty * scale
         ctx.save_for_backward(x, gram_inv)
         ctx.scale, ctx.num_preserved, ctx.sync = scale, num_preserved, sync
         ctx.mark_non_differentiable(beta)
@@ -119,7 +113,7 @@ class _BatchMetadataNorm(torch.autograd.Function):
         if ctx.sync and _distributed():
             torch.distributed.all_reduce(removed)  # every rank's loss depends on the shared beta
         # G - X (s K_m' X_m'G), grouped as (X K_m') (s X_m'G): q_m columns rather than all of X
-        return subtract_product(grad, _mm(x, gram_inv[q:].T), removed * ctx.scale), None, None, None, None, None
+        return subtract_product(grad, x @ gram_inv[q:].T, removed * ctx.scale), None, None, None, None, None
 
 
 def rls_update(
@@ -134,7 +128,7 @@ def rls_update(
     eye = torch.eye(cov.shape[0], dtype=cov.dtype, device=cov.device)
     cov = torch.linalg.solve(forgetting * eye + cov @ xtx, cov)
     cov = (cov + cov.T) / 2  # keep it symmetric against round-off
-    return beta + _mm(cov, xty - _mm(xtx, beta)), cov
+    return beta + cov @ (xty - xtx @ beta), cov
 
 
 def _distributed() -> bool:
