@@ -12,9 +12,9 @@ confounder cf (the paper's metric; 0 = no confounder information left in that cl
 
 A variant may carry `mdn.` settings after a colon (`penalty:beta_lr=0.1:penalty_weight=0.1`).
 
-Prints a markdown table (mean over seeds) and writes OUT/results.json. Runs with one OpenMP
-thread (set before torch is imported): on a shared 2-core machine two spinning OpenMP threads made
-a batch-8 epoch 17x slower.
+Prints a markdown table (mean ± standard deviation over seeds) and writes OUT/results.json.
+Runs with one OpenMP thread (set before torch is imported): on a shared 2-core machine two
+spinning OpenMP threads made a batch-8 epoch 17x slower.
 """
 
 from __future__ import annotations
@@ -59,6 +59,13 @@ def run_one(variant: str, batch_size: int, epochs: int, seed: int, out: Path) ->
     }
 
 
+def _mean_sd(values: list[float]) -> str:
+    """``mean`` for one seed, ``mean ± sd`` (sample standard deviation over seeds) for several."""
+    if len(values) == 1:
+        return f"{values[0]:.3f}"
+    return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
+
+
 def table(results: list[dict], batch_sizes: list[int]) -> str:
     lines = ["| variant | batch | val acc | dcor² cf, label 0 | dcor² cf, label 1 |", "|---|---:|---:|---:|---:|"]
     for variant in dict.fromkeys(r["variant"] for r in results):
@@ -66,8 +73,8 @@ def table(results: list[dict], batch_sizes: list[int]) -> str:
             rows = [r for r in results if r["variant"] == variant and r["batch_size"] == b]
             if not rows:
                 continue
-            mean = {k: statistics.mean(r[k] for r in rows) for k in ("val_acc", "dcor2_label0", "dcor2_label1")}
-            lines.append(f"| {variant} | {b} | {mean['val_acc']:.3f} | {mean['dcor2_label0']:.3f} | {mean['dcor2_label1']:.3f} |")
+            cells = [_mean_sd([r[k] for r in rows]) for k in ("val_acc", "dcor2_label0", "dcor2_label1")]
+            lines.append(f"| {variant} | {b} | {' | '.join(cells)} |")
     return "\n".join(lines)
 
 
