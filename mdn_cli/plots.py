@@ -91,13 +91,15 @@ def _audit_bars(ax, audit: dict, colours: list[str]) -> None:
     strata = list(dict.fromkeys(r.get("stratum") or "all" for r in results))
     width = 0.8 / max(len(strata), 1)
     for j, stratum in enumerate(strata):
+        label = stratum  # on the stratum's first bar, whichever column has it
         for i, column in enumerate(columns):
             result = next((r for r in results if r["column"] == column and (r.get("stratum") or "all") == stratum), None)
             if result is None:
                 continue
             value = result.get("dcor2") or 0.0
             x = i - 0.4 + width * (j + 0.5)
-            ax.bar(x, value, width, color=colours[j % len(colours)], label=stratum if i == 0 else None)
+            ax.bar(x, value, width, color=colours[j % len(colours)], label=label)
+            label = None
             ax.annotate(_pvalue_text(result), (x, value), ha="center", va="bottom", fontsize=7, rotation=90 if len(strata) * len(columns) > 6 else 0)
     ax.set_xticks(range(len(columns)), columns)
     ax.axhline(0, color="grey", lw=0.6)

@@ -122,3 +122,15 @@ def test_bad_inputs_exit_2_and_write_nothing(runs, tmp_path, args, message):
     assert result.returncode == 2, result.stderr
     assert message in result.stderr and "Traceback" not in result.stderr
     assert set(tmp_path.rglob("*")) == before
+
+
+def test_audit_chart_legend_names_strata_the_first_column_lacks(tmp_path):
+    results = [
+        {"column": "age", "kind": "numeric", "stratum": None, "n": 200, "n_missing": 0, "dcor2": 0.1, "pvalue": 0.01, "note": None},
+        {"column": "site", "kind": "categorical", "stratum": None, "n": 200, "n_missing": 0, "dcor2": 0.2, "pvalue": 0.01, "note": None},
+        {"column": "site", "kind": "categorical", "stratum": "scanner=B", "n": 90, "n_missing": 0, "dcor2": 0.3, "pvalue": 0.02, "note": None},
+    ]
+    audit = tmp_path / "audit.json"
+    audit.write_text(json.dumps({"n": 200, "features": {}, "settings": {}, "results": results}))
+    ok("report", "--plot", tmp_path / "a.svg", "--audit", audit)
+    assert "scanner=B" in (tmp_path / "a.svg").read_text()
