@@ -48,11 +48,19 @@ def level_strings(series: pd.Series) -> pd.Series:
     return series.astype(str)
 
 
+def sorted_levels(series: pd.Series) -> list[str]:
+    """The distinct values as level strings, in the column's natural order: numbers by value
+    (``2`` before ``10``), text alphabetically. The first is the dropped reference level."""
+    if pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series):
+        return level_strings(pd.Series(np.sort(series.dropna().unique()), dtype=series.dtype)).tolist()
+    return sorted(level_strings(series).unique())
+
+
 class DesignMatrix:
     """Encodes preserved and metadata columns of a table into ``[preserved | metadata | intercept]``.
 
     Numeric columns are standardised with the fitted rows' mean and standard deviation;
-    categorical columns are one-hot encoded with their first (sorted) level dropped as reference.
+    categorical columns are one-hot encoded with their first level (``sorted_levels``) dropped as reference.
     """
 
     def __init__(self, metadata: Sequence[str], preserve: Sequence[str] = (), categorical: Sequence[str] = ()):
@@ -75,7 +83,7 @@ class DesignMatrix:
         for name in self.preserve + self.metadata:
             series = _column(table, name)
             if name in self.categorical or is_categorical(series):
-                levels = sorted(level_strings(series).unique())
+                levels = sorted_levels(series)
                 if len(levels) < 2:
                     raise _constant_column(name, f"has a single level ({levels[0]!r})")
                 encodings.append(ColumnEncoding(name, "categorical", levels=levels))

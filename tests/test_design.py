@@ -187,3 +187,15 @@ def test_ridge_makes_a_singular_design_invertible(table):
     n = len(table)
     assert np.isfinite(k).all()
     np.testing.assert_allclose(k, np.linalg.inv(x.T @ x + ridge * n * np.eye(3)), rtol=1e-8)
+
+
+def test_numeric_levels_sort_by_value_and_text_alphabetically():
+    numeric = pd.DataFrame({"site": [10, 2, 1, 2, 10, 1], "age": [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]})
+    design = DesignMatrix(["site"], categorical=["site"]).fit(numeric)
+    assert design.encodings[0].levels == ["1", "2", "10"]  # '1' is the reference, not '10' < '2'
+    x = design.transform(numeric)
+    np.testing.assert_array_equal(x[:, :2], [[0, 1], [1, 0], [0, 0], [1, 0], [0, 1], [0, 0]])
+    floats = DesignMatrix(["site"], categorical=["site"]).fit(numeric.assign(site=numeric["site"].astype(float)))
+    assert floats.encodings[0].levels == ["1", "2", "10"]
+    text = DesignMatrix(["site"]).fit(numeric.assign(site=["b10", "b2", "a", "b2", "b10", "a"]))
+    assert text.encodings[0].levels == ["a", "b10", "b2"]
