@@ -250,3 +250,26 @@ def test_cuda_without_a_gpu_is_an_input_error(tmp_path):
     result = subprocess.run([sys.executable, "-m", "mdn_cli", "audit", str(tmp_path / "f.h5"), str(tmp_path / "m.csv"), "--device", "cuda"],
                             capture_output=True, text=True)  # fmt: skip
     assert result.returncode == 2 and "--device: CUDA is not available" in result.stderr
+
+
+def test_pandas_nullable_dtypes_audit_like_their_numpy_twins(rng):
+    """Tables built in Python may carry Float64/Int64/string/boolean columns with pd.NA."""
+    features = rng.normal(size=(60, 4))
+    nullable = pd.DataFrame({
+        "age": pd.array([*rng.normal(size=59), None], dtype="Float64"),
+        "site": pd.array(["a", "b", "c"] * 19 + ["a", None, "b"], dtype="string"),
+        "group": pd.array([1, 2] * 30, dtype="Int64"),
+        "flag": pd.array([True, False, False] * 19 + [None, True, True], dtype="boolean"),
+    })
+    plain = pd.DataFrame({
+        "age": nullable["age"].astype(float),
+        "site": nullable["site"].astype(object).where(nullable["site"].notna(), None),
+        "group": nullable["group"].astype(int),
+        "flag": nullable["flag"].astype(object).where(nullable["flag"].notna(), None),
+    })
+    columns = ["age", "site", "flag"]
+    got = audit_features(features, nullable, columns, by="group", test=None).rows
+    want = audit_features(features, plain, columns, by="group", test=None).rows
+    assert [(r.column, r.stratum, r.kind, r.n, r.n_missing) for r in got] == [(r.column, r.stratum, r.kind, r.n, r.n_missing) for r in want]
+    np.testing.assert_allclose([r.dcor2 for r in got], [r.dcor2 for r in want], rtol=1e-12)
+    assert sum(r.n_missing for r in got if r.stratum is None) == 3
