@@ -365,39 +365,13 @@ def layers(
     Example: mdn layers runs/mdn --format json
     """
     from mdn_cli.extract import describe_layers, run_spec
+    from mdn_cli.report import render_records
     from mdn_cli.train import build_run
 
     rows = describe_layers(build_run(run_spec(target)))
     columns = ["name", "type", "output_shape", "mdn"]
     cells = [[r["name"], r["type"], "x".join(map(str, r["output_shape"])) if r["output_shape"] is not None else "n/a", r["mdn"] or ""] for r in rows]
-    show(_render_rows(columns, cells, rows, fmt, title=f"layers of {target}"), None)
-
-
-def _render_rows(columns: list[str], cells: list[list[str]], records: list[dict], fmt: OutputFormat, title: str):
-    """A list of records as a rich table, markdown, csv (from ``cells``) or json (from ``records``)."""
-    import csv
-    import json
-
-    if fmt is OutputFormat.json:
-        return json.dumps(records, indent=2)
-    if fmt is OutputFormat.csv:
-        buffer = io.StringIO()
-        writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow(columns)
-        writer.writerows(cells)
-        return buffer.getvalue()
-    if fmt is OutputFormat.markdown:
-        from mdn_cli.report import markdown_table
-
-        return markdown_table(columns, cells)
-    from rich.table import Table
-
-    table = Table(title=title, title_justify="left")
-    for column in columns:
-        table.add_column(column)
-    for row in cells:
-        table.add_row(*row)
-    return table
+    show(render_records(columns, cells, rows, fmt, title=f"layers of {target}"), None)
 
 
 # -- extract -----------------------------------------------------------------------------------
@@ -464,8 +438,10 @@ def _summary(result: dict, fmt: OutputFormat, title: str) -> None:
     """A command's result: JSON on stdout with --format json, else a short key/value table."""
     import json
 
+    from mdn_cli.report import render_records
+
     flat = {k: (json.dumps(v) if isinstance(v, (dict, list)) else ("" if v is None else str(v))) for k, v in result.items()}
-    show(_render_rows(["key", "value"], [[k, v] for k, v in flat.items()], result, fmt, title) if fmt is not OutputFormat.json else json.dumps(result, indent=2), None)
+    show(render_records(["key", "value"], [[k, v] for k, v in flat.items()], result, fmt, title), None)
 
 
 # -- residualize -------------------------------------------------------------------------------

@@ -106,11 +106,31 @@ def render_runs(records: list[RunRecord], fmt: str = "table", which: str = "last
     cells = [[c, *(_cell(row.get(c)) for row in rows)] for c in columns if c != "run"]
     if fmt == "markdown":
         return markdown_table(header, cells)
-    table = Table(title=f"runs ({which} epoch)", title_justify="left")
-    for i, c in enumerate(header):
-        table.add_column(c, justify="left" if i == 0 else "right")
-    for r in cells:
-        table.add_row(*map(Text, r))  # Text: names like dcor2[cf|all] are not markup
+    return rich_table(f"runs ({which} epoch)", header, cells, ["left"] + ["right"] * (len(header) - 1))
+
+
+def render_records(header: list[str], cells: list[list[str]], records: list[dict], fmt: str, title: str):
+    """Records as JSON (from ``records``), or as CSV, markdown or a rich table (from ``cells``)."""
+    if fmt == "json":
+        return json.dumps(records, indent=2)
+    if fmt == "csv":
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(header)
+        writer.writerows(cells)
+        return buffer.getvalue()
+    if fmt == "markdown":
+        return markdown_table(header, cells)
+    return rich_table(title, header, cells)
+
+
+def rich_table(title: str, header: list[str], cells: list[list[str]], justify: list[str] | None = None) -> Table:
+    """Text cells as a rich Table; cells are plain text, never markup (``dcor2[cf|all]``)."""
+    table = Table(title=title, title_justify="left")
+    for name, side in zip(header, justify or ["left"] * len(header)):
+        table.add_column(name, justify=side)
+    for row in cells:
+        table.add_row(*map(Text, row))
     return table
 
 
@@ -238,12 +258,8 @@ def render_detail(record: RunRecord, fmt: str = "table"):
 
     tables = []
     for title, rows in sections:
-        table = Table(title=f"{record.name}: {title}", title_justify="left")
-        for i, header in enumerate(rows[0]):
-            table.add_column(header, justify="left" if i == 0 or header in ("stratum", "value", "per epoch") else "right")
-        for row in rows[1:]:
-            table.add_row(*map(Text, row))
-        tables.append(table)
+        justify = ["left" if i == 0 or name in ("stratum", "value", "per epoch") else "right" for i, name in enumerate(rows[0])]
+        tables.append(rich_table(f"{record.name}: {title}", rows[0], rows[1:], justify))
     return Group(*tables)
 
 
