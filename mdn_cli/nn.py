@@ -72,6 +72,20 @@ def batch_metadata_norm(
     return out.reshape(features.shape), beta
 
 
+def penalty_metadata_norm(
+    features: torch.Tensor, design: torch.Tensor, beta: torch.Tensor, num_preserved: int = 0, weight: float = 1.0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """PMDN's training step in one autograd node: ``(Y - X_m beta_m, weight · mean((Y - X beta)²))``.
+
+    Differentiable in the features and in ``beta`` through both outputs. The penalty's residual
+    is the output minus the preserved part, and the backward pass folds the two gradient paths
+    into one update of the features' gradient.
+    """
+    y = features.reshape(features.shape[0], -1)
+    out, penalty = _PenaltyMetadataNorm.apply(y, design.to(y.dtype), beta.to(y.dtype), num_preserved, weight)
+    return out.reshape(features.shape), penalty
+
+
 class _SubtractProduct(torch.autograd.Function):
     """``Y - X C`` for features ``Y`` (n, d), a constant design ``X`` (n, k) and ``C`` (k, d)."""
 
@@ -85,6 +99,33 @@ class _SubtractProduct(torch.autograd.Function):
         (x,) = ctx.saved_tensors
         grad_c = -transposed_product(x, grad) if ctx.needs_input_grad[2] else None
         return grad, None, grad_c
+
+
+class _PenaltyMetadataNorm(torch.autograd.Function):
+    """``out = Y - X_m beta_m`` and ``P = c ||R||²`` with ``R = Y - X beta``, ``c = weight / Y.numel()``."""
+
+    @staticmethod
+    def forward(ctx, y, x, beta, num_preserved, weight):
+        q = num_preserved
+        out = subtract_product(y, x[:, q:], beta[q:])
+        residual = subtract_product(out, x[:, :q], beta[:q]) if q else out.clone()  # its own tensor: `out` may be changed in place later
+        scale = weight / max(residual.numel(), 1)  # an empty DDP share adds 0
+        flat = residual.reshape(-1)
+        ctx.save_for_backward(x, residual)
+        ctx.num_preserved, ctx.scale = q, scale
+        return out, torch.dot(flat, flat) * scale
+
+    @staticmethod
+    def backward(ctx, grad, grad_penalty):
+        x, residual = ctx.saved_tensors
+        q = ctx.num_preserved
+        grad_y = torch.addcmul(grad, residual, grad_penalty * (2 * ctx.scale))  # G + 2c g_P R
+        grad_beta = None
+        if ctx.needs_input_grad[2]:  # removed rows: -X_m'(G + 2c g_P R); preserved rows: -2c g_P X_p'R
+            removed = -transposed_product(x[:, q:], grad_y)
+            kept = transposed_product(x[:, :q], residual) * (grad_penalty * (-2 * ctx.scale))
+            grad_beta = torch.cat([kept, removed])
+        return grad_y, None, grad_beta, None, None
 
 
 class _BatchMetadataNorm(torch.autograd.Function):
@@ -311,9 +352,8 @@ class PenaltyMetadataNorm(MetadataNormBase):
         return self.beta
 
     def _train_forward(self, input: torch.Tensor, design: torch.Tensor) -> torch.Tensor:
-        residual = metadata_norm(input, design, self.beta, num_preserved=0)  # the whole design's fit
-        self.penalty = self.penalty_weight * residual.square().sum() / max(residual.numel(), 1)  # an empty DDP share adds 0
-        return metadata_norm(input, design, self.beta, self.num_preserved)
+        out, self.penalty = penalty_metadata_norm(input, design, self.beta, self.num_preserved, self.penalty_weight)
+        return out
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, penalty_weight={self.penalty_weight}"

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from mdn_cli.kernels import subtract_product, transposed_product
-from mdn_cli.nn import batch_beta, batch_metadata_norm, metadata_norm
+from mdn_cli.nn import batch_beta, batch_metadata_norm, metadata_norm, penalty_metadata_norm
 
 
 @pytest.fixture(params=[1, 2], ids=["1-thread", "2-threads"])
@@ -115,3 +115,34 @@ def test_float32_features_match_float64_reference(rng, threads):
     assert out.dtype == torch.float32 and out.shape == y.shape
     np.testing.assert_allclose(out.reshape(100, -1).numpy(), ref, atol=2e-4)
     np.testing.assert_allclose(beta.numpy(), ref_beta, atol=2e-4)
+
+
+@pytest.mark.parametrize("num_preserved", [0, 1])
+def test_penalty_metadata_norm_backward_passes_gradcheck(rng, num_preserved):
+    x = _design(rng, 8)
+    y = torch.from_numpy(rng.normal(size=(8, 2, 3))).requires_grad_(True)
+    beta = torch.from_numpy(rng.normal(size=(4, 6))).requires_grad_(True)
+
+    def both(features, b):  # the output and the penalty, as one loss sees them
+        out, penalty = penalty_metadata_norm(features, x, b, num_preserved, weight=0.7)
+        return out, penalty
+
+    assert torch.autograd.gradcheck(both, (y, beta), eps=1e-6, atol=1e-8)
+
+
+def test_penalty_metadata_norm_equals_plain_operations(rng):
+    x, q = _design(rng, 12), 1
+    y = torch.from_numpy(rng.normal(size=(12, 5)))
+    beta = torch.from_numpy(rng.normal(size=(4, 5)))
+    out, penalty = penalty_metadata_norm(y, x, beta, q, weight=0.5)
+    np.testing.assert_allclose(out.numpy(), (y - x[:, q:] @ beta[q:]).numpy(), atol=1e-12)
+    assert float(penalty) == pytest.approx(0.5 * float(((y - x @ beta) ** 2).mean()), rel=1e-12)
+
+
+def test_penalty_output_may_be_changed_in_place_afterwards(rng):
+    x = _design(rng, 6)
+    y = torch.from_numpy(rng.normal(size=(6, 3))).requires_grad_(True)
+    beta = torch.from_numpy(rng.normal(size=(4, 3))).requires_grad_(True)
+    out, penalty = penalty_metadata_norm(y, x, beta, num_preserved=0)
+    (torch.relu_(out).sum() + penalty).backward()  # as after nn.ReLU(inplace=True)
+    assert y.grad is not None and beta.grad is not None
