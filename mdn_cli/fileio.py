@@ -58,18 +58,22 @@ def read_json(path: str | os.PathLike, hint: str):
 
 @contextlib.contextmanager
 def interrupts_deferred() -> Iterator[None]:
-    """Hold Ctrl-C until the block is done, so that files written together stay consistent."""
+    """Hold Ctrl-C until the block is done, so that files written together stay consistent.
+
+    Only Python's own Ctrl-C handling is deferred: a SIGINT that is ignored (``nohup``, a
+    background job) or handled by the caller's own handler is left as it is.
+    """
     import signal
     import threading
 
-    if threading.current_thread() is not threading.main_thread():
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
         yield
         return
     received: list[int] = []
-    previous = signal.signal(signal.SIGINT, lambda signum, _frame: received.append(signum))
+    signal.signal(signal.SIGINT, lambda signum, _frame: received.append(signum))
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous if previous is not None else signal.default_int_handler)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     if received:
         raise KeyboardInterrupt

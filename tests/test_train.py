@@ -116,7 +116,9 @@ def test_ctrl_c_keeps_last_checkpoint_and_resumes(small_data, tmp_path):
     spec = write_spec(small_data, epochs=400)
     run = tmp_path / "run"
     env = {**os.environ, "NO_COLOR": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "mdn_cli", "train", str(spec), "-o", str(run), "-q"], stderr=subprocess.PIPE, text=True, env=env)
+    # SIGINT back to its default in the child: pytest itself may run with it ignored (a background job)
+    proc = subprocess.Popen([sys.executable, "-m", "mdn_cli", "train", str(spec), "-o", str(run), "-q"], stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 120
     while not (run / "metrics.jsonl").exists() or len(read_metrics(run)) < 2:
         assert time.time() < deadline and proc.poll() is None
@@ -206,9 +208,18 @@ def test_help_and_version():
         assert result.returncode == 0 and "Example" in result.stdout, command
 
 
-def test_ctrl_c_during_an_epochs_writes_waits_for_them(tmp_path):
+@pytest.fixture
+def sigint_handler():
+    """Sets SIGINT's handler for one test (``sigint_handler(h)``) and restores the one before."""
+    before = signal.getsignal(signal.SIGINT)
+    yield lambda handler: signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGINT, before)
+
+
+def test_ctrl_c_during_an_epochs_writes_waits_for_them(tmp_path, sigint_handler):
     from mdn_cli.fileio import atomic_write_text, interrupts_deferred
 
+    sigint_handler(signal.default_int_handler)
     with pytest.raises(KeyboardInterrupt):
         with interrupts_deferred():
             os.kill(os.getpid(), signal.SIGINT)
@@ -216,3 +227,15 @@ def test_ctrl_c_during_an_epochs_writes_waits_for_them(tmp_path):
             atomic_write_text(tmp_path / "a.txt", "written")
     assert (tmp_path / "a.txt").read_text() == "written"
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_an_ignored_ctrl_c_stays_ignored(tmp_path, sigint_handler):
+    from mdn_cli.fileio import atomic_write_text, interrupts_deferred
+
+    sigint_handler(signal.SIG_IGN)  # as under nohup or in a background job
+    with interrupts_deferred():
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.05)
+        atomic_write_text(tmp_path / "a.txt", "written")
+    assert (tmp_path / "a.txt").read_text() == "written"
+    assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
