@@ -162,7 +162,7 @@ class TrainingData:
 
     @property
     def num_outputs(self) -> int:
-        return len(self.classes) if len(self.classes) > 2 else 1
+        return num_outputs(self.classes)
 
     def batches(self, split: str, batch_size: int, shuffle_seed: int | None = None) -> Iterator[tuple[np.ndarray, torch.Tensor, torch.Tensor, torch.Tensor]]:
         """(rows, inputs, design, targets) per batch; shuffled by ``shuffle_seed`` when given."""
@@ -218,6 +218,11 @@ def _splits(table: pd.DataFrame, split_column: str | None, val_fraction: float, 
         if len(splits[name]) == 0:
             raise MdnError(f"{source} leaves no {name!r} rows.", where=table_name, hint=hint)
     return splits
+
+
+def num_outputs(classes: Sequence) -> int:
+    """Network outputs for a task's classes: one logit for binary (or a regression value), else one per class."""
+    return len(classes) if len(classes) > 2 else 1
 
 
 def _targets(label: pd.Series, task: str, name: str, table_name: str) -> tuple[torch.Tensor, list]:

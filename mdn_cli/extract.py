@@ -1,6 +1,7 @@
 """A trained run's layer outputs -> a self-describing HDF5 file, streamed batch by batch.
 
-The model is rebuilt from the run's resolved spec with ``build_run`` and the checkpoint's weights;
+The model is rebuilt from the run's resolved spec and the checkpoint (weights, design matrix, input
+shape), so new data (``file_source``) needs neither the training data nor a Gram refit;
 "the features of a layer" are the output of ``Network.feature_module`` (after its MDN, if any).
 MDN layers run in eval mode with their running beta and the rows' metadata, as in the paper.
 Nothing is held per sample but ids and design rows, so memory does not grow with n x d.
@@ -20,14 +21,15 @@ import pandas as pd
 import torch
 
 from mdn_cli import __version__
-from mdn_cli.data import align_table, open_h5_dataset, read_ids, read_table
+from mdn_cli.data import align_table, load_training_data, num_outputs, open_h5_dataset, read_ids, read_table
 from mdn_cli.design import DesignMatrix
 from mdn_cli.errors import MdnError
 from mdn_cli.fileio import atomic_path
 from mdn_cli.nn import MetadataNormBase, metadata
 from mdn_cli.residualize import apply_design
 from mdn_cli.spec import Spec, load_spec, spec_hash
-from mdn_cli.train import Run, build_run, same_training
+from mdn_cli.models import Network, build_network
+from mdn_cli.train import Run, resolve_device, same_training
 
 SPLIT_CHOICES = ("train", "val", "test", "all")
 CHUNK_BYTES = 1 << 20  # HDF5 chunks of about 1 MiB: good gzip ratio, small chunk cache
@@ -35,26 +37,32 @@ CHUNK_BYTES = 1 << 20  # HDF5 chunks of about 1 MiB: good gzip ratio, small chun
 
 @dataclass
 class LoadedRun:
-    """A run rebuilt from its directory with one checkpoint's weights and design."""
+    """A run's model rebuilt from its directory and one checkpoint (weights, design, input shape)."""
 
     run_dir: Path
     checkpoint: Path
     state: dict
-    run: Run
+    spec: Spec
+    network: Network
+    device: torch.device
     design: DesignMatrix
 
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        return tuple(self.state["sample_shape"])
 
-def run_spec(path: str | Path) -> Spec:
-    """The spec of a run directory (its config.yaml) or of a spec file."""
+
+def run_spec(path: str | Path, check_files: bool = True) -> Spec:
+    """The spec of a run directory (its config.yaml) or of a spec file (``load_spec``'s ``check_files``)."""
     path = Path(path)
     if path.is_dir():
         config = path / "config.yaml"
         if not config.exists():
             raise MdnError("not a run directory (no config.yaml).", where=str(path), hint="pass the -o folder of `mdn train`, or a spec file.")
-        return load_spec(config)
+        return load_spec(config, check_files=check_files)
     if not path.exists():
         raise MdnError("no such run directory or spec file.", where=str(path), hint="pass the -o folder of `mdn train`, or a spec file.")
-    return load_spec(path)
+    return load_spec(path, check_files=check_files)
 
 
 def checkpoint_path(run_dir: Path, checkpoint: str) -> Path:
@@ -73,7 +81,7 @@ def load_run(run_dir: str | Path, checkpoint: str = "best", device: str | None =
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise MdnError("no such run directory.", where=str(run_dir), hint="pass the -o folder of `mdn train`.")
-    spec = run_spec(run_dir)
+    spec = run_spec(run_dir, check_files=False)  # the training data is needed only for its splits
     if device is not None:
         spec = spec.model_copy(update={"train": spec.train.model_copy(update={"device": device})})
     path = checkpoint_path(run_dir, checkpoint)
@@ -81,18 +89,20 @@ def load_run(run_dir: str | Path, checkpoint: str = "best", device: str | None =
         state = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:  # torch raises many types for a file that is not a checkpoint
         raise MdnError(f"not a readable checkpoint ({type(exc).__name__}: {exc}).", where=str(path), hint="pass a .pt file written by `mdn train`.") from None
-    if not isinstance(state, dict) or not {"model", "config", "design"} <= set(state):
-        raise MdnError("not a checkpoint of `mdn train` (no model/config/design).", where=str(path), hint="pass a .pt file written by `mdn train`.")
+    if not isinstance(state, dict) or not {"model", "config", "design", "classes", "sample_shape"} <= set(state):
+        raise MdnError("not a checkpoint of `mdn train` (no model/config/design/classes/sample_shape).", where=str(path), hint="pass a .pt file written by `mdn train`.")
     if not same_training(state["config"], (run_dir / "config.yaml").read_text()):
         raise MdnError(
             f"this checkpoint was trained from another spec (spec hash {state.get('spec_hash')}, the run's is {spec_hash(spec)}).",
             where=str(path),
             hint=f"use a checkpoint of {run_dir}, or pass the run directory the checkpoint belongs to.",
         )
-    run = build_run(spec)
-    run.network.load_state_dict(state["model"])
-    run.network.eval()
-    return LoadedRun(run_dir, path, state, run, DesignMatrix.from_dict(state["design"]))
+    design = DesignMatrix.from_dict(state["design"])
+    torch.manual_seed(spec.train.seed)
+    network = build_network(spec, design.num_columns, design.num_preserved, state["sample_shape"], num_outputs(state["classes"]))
+    network.load_state_dict(state["model"])  # the Gram inverse and running betas come with the weights
+    device = resolve_device(spec.train.device)
+    return LoadedRun(run_dir, path, state, spec, network.to(device).eval(), device, design)
 
 
 # -- layers ------------------------------------------------------------------------------------
@@ -139,15 +149,15 @@ class Source:
 
 def split_source(loaded: LoadedRun, split: str) -> Source:
     """The rows of a split of the run's own data (``all``: every row in file order)."""
-    data = loaded.run.data
+    data = load_training_data(run_spec(loaded.run_dir), loaded.spec.train.seed)  # the splits the run was trained with
     if split not in SPLIT_CHOICES:
         raise MdnError(f"unknown split {split!r}.", where="--split", hint=f"use one of {', '.join(SPLIT_CHOICES)}.")
     rows = np.arange(len(data.table)) if split == "all" else data.splits[split]
     if len(rows) == 0:
         raise MdnError(f"the run's data has no {split!r} rows.", where="--split", hint="choose another split.")
     table = data.table.iloc[rows].reset_index(drop=True)
-    design_rows = apply_design(loaded.design, table, str(loaded.run.spec.data.table)).astype(np.float32)
-    spec = loaded.run.spec.data
+    design_rows = apply_design(loaded.design, table, str(loaded.spec.data.table)).astype(np.float32)
+    spec = loaded.spec.data
     file_ids = read_ids(spec.inputs, spec.ids_dataset) if spec.id_column else None
     ids = file_ids[rows] if file_ids is not None else rows.copy()  # the inputs' own ids, in their dtype
 
@@ -161,13 +171,13 @@ def split_source(loaded: LoadedRun, split: str) -> Source:
 
 def file_source(loaded: LoadedRun, inputs: str | Path, table_path: str | Path, id_column: str | None = None) -> Source:
     """New data: an HDF5 file of inputs (the spec's dataset names) and a table with the spec's columns."""
-    spec = loaded.run.spec.data
+    spec = loaded.spec.data
     inputs = Path(inputs)
     with open_h5_dataset(inputs, spec.dataset, hint=f"new inputs keep the run's dataset name (data.dataset: {spec.dataset}).") as ds:
         shape = tuple(ds.shape)
-    if shape[1:] != tuple(loaded.run.data.sample_shape):
+    if shape[1:] != loaded.sample_shape:
         raise MdnError(
-            f"dataset {spec.dataset!r} holds samples of shape {shape[1:]}, but the model was trained on {tuple(loaded.run.data.sample_shape)}.",
+            f"dataset {spec.dataset!r} holds samples of shape {shape[1:]}, but the model was trained on {loaded.sample_shape}.",
             where=str(inputs),
             hint="new inputs must look like the training inputs.",
         )
@@ -201,7 +211,7 @@ def file_source(loaded: LoadedRun, inputs: str | Path, table_path: str | Path, i
 
 def meta_table(loaded: LoadedRun, source: Source) -> pd.DataFrame:
     """The table rows matching the features: id, label, preserved and metadata columns."""
-    spec = loaded.run.spec.data
+    spec = loaded.spec.data
     id_name = spec.id_column or "id"
     columns = [c for c in dict.fromkeys([spec.label, *loaded.design.preserve, *loaded.design.metadata]) if c in source.table.columns and c != id_name]
     out = source.table[columns].copy()
@@ -221,7 +231,7 @@ def _create_features(f: h5py.File, path: str, n: int, d: int, batch_size: int) -
 
 def _file_attrs(loaded: LoadedRun, layers: Sequence[str], source: Source) -> dict:
     """What makes the file self-describing: where the features come from and how."""
-    spec = loaded.run.spec
+    spec = loaded.spec
     return {
         "layers": list(layers),
         "run": str(loaded.run_dir.resolve()),
@@ -261,10 +271,10 @@ def extract(
     layers = list(dict.fromkeys(layers))
     if not layers:
         raise MdnError("no layer given.", where="--layer", hint="name at least one layer (`mdn layers RUNDIR` lists them).")
-    network, device = loaded.run.network, loaded.run.device
+    network, device = loaded.network, loaded.device
     modules = {name: network.feature_module(name) for name in layers}
     paths = _dataset_paths(layers)
-    batch_size = batch_size or loaded.run.spec.train.batch_size
+    batch_size = batch_size or loaded.spec.train.batch_size
     n = len(source.ids)
     started = time.perf_counter()
     captured: dict[str, torch.Tensor] = {}

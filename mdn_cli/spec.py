@@ -562,7 +562,7 @@ def _read_text(path: Path) -> str:
         raise fail(f"cannot read it ({exc.strerror})", "check the file's permissions.") from None
 
 
-def _resolve_paths(raw: dict[str, Any], base: Path) -> list[Problem]:
+def _resolve_paths(raw: dict[str, Any], base: Path, check_files: bool = True) -> list[Problem]:
     """Make `data.inputs` and `data.table` absolute (relative to the spec's folder) and check they exist."""
     data = raw.get("data")
     problems = []
@@ -573,7 +573,7 @@ def _resolve_paths(raw: dict[str, Any], base: Path) -> list[Problem]:
         data[key] = str(resolved)
         if resolved.is_dir():
             problems.append((("data", key), f"{resolved} is a directory, not a file", "name the file inside it."))
-        elif not resolved.exists():
+        elif check_files and not resolved.exists():
             problems.append((("data", key), f"file not found: {resolved}", f"paths are relative to the spec file's folder ({base})."))
     return problems
 
@@ -584,8 +584,11 @@ def _raw_list(raw: dict[str, Any], section: str, key: str) -> list:
     return value if isinstance(value, list) and all(isinstance(v, (str, int, float)) for v in value) else []
 
 
-def load_spec(path: str | os.PathLike, overrides: Sequence[str] = ()) -> Spec:
-    """Read, override, validate. Raises one SpecError listing every problem found."""
+def load_spec(path: str | os.PathLike, overrides: Sequence[str] = (), check_files: bool = True) -> Spec:
+    """Read, override, validate. Raises one SpecError listing every problem found.
+
+    ``check_files=False`` accepts data files that do not exist (a trained run applied to new data).
+    """
     path = Path(os.path.normpath(Path(path).expanduser().absolute()))
     where = str(path)
     text = _read_text(path)
@@ -607,7 +610,7 @@ def load_spec(path: str | os.PathLike, overrides: Sequence[str] = ()) -> Spec:
         key_path, found = _apply_override(raw, override)
         issues += [SpecIssue(_key_path(loc), None, message, hint, from_override=True) for loc, message, hint in found]
         overridden |= {key_path} if key_path else set()
-    problems += _resolve_paths(raw, path.parent)
+    problems += _resolve_paths(raw, path.parent, check_files)
 
     sections: dict[str, BaseModel] = {}
     for key in raw:

@@ -13,7 +13,7 @@ import torch
 
 from mdn_cli.errors import MdnError
 from mdn_cli.extract import extract, load_run, split_source
-from mdn_cli.train import evaluate
+from mdn_cli.train import build_run, evaluate
 from tests.helpers import SMALL_BASELINE, mdn, no_leftovers, ok, write_spec
 
 
@@ -44,10 +44,12 @@ def test_extracted_features_are_the_training_loops(trained, tmp_path):
     summary = json.loads(ok("extract", trained / "mdn", "--layer", "fc1", "-o", out, "--checkpoint", "last", "--format", "json").stdout)
     assert summary["datasets"] == {"features": [24, 16]}
     loaded = load_run(trained / "mdn", "last")
-    _, expected = evaluate(loaded.run, "val", capture="fc1")
+    run = build_run(loaded.spec)  # the training code's own rebuild, with the checkpoint's weights
+    run.network.load_state_dict(loaded.state["model"])
+    _, expected = evaluate(run, "val", capture="fc1")
     with h5py.File(out) as f:
         np.testing.assert_allclose(f["features"][:], expected, rtol=1e-5, atol=1e-6)
-        val_ids = loaded.run.data.table.iloc[loaded.run.data.splits["val"]]["id"].to_numpy()
+        val_ids = run.data.table.iloc[run.data.splits["val"]]["id"].to_numpy()
         assert [str(i) for i in f["ids"][:]] == [str(i) for i in val_ids]  # the table reads ids as text
 
 
@@ -80,6 +82,31 @@ def test_new_data_gives_the_same_features_as_the_split(trained, tmp_path):
     with h5py.File(tmp_path / "all.h5") as a, h5py.File(tmp_path / "new.h5") as b:
         np.testing.assert_allclose(a["features"][:], b["features"][:], rtol=1e-5, atol=1e-6)
         assert b.attrs["source"] == str(data / "images.h5")
+
+
+def test_new_data_needs_no_training_data(trained, tmp_path):
+    """A run copied elsewhere, its training data gone: new data is still extracted, identically."""
+    import shutil
+
+    data = trained / "data"
+    moved = tmp_path / "moved"
+    shutil.copytree(data, moved)
+    shutil.copytree(trained / "mdn", tmp_path / "run")
+    ok("extract", tmp_path / "run", "-l", "fc1", "--inputs", moved / "images.h5", "--table", moved / "meta.csv", "-o", tmp_path / "before.h5")
+    config = (tmp_path / "run" / "config.yaml").read_text()
+    assert str(data / "images.h5") in config  # the run still names the original data ...
+    (moved / "images.h5").rename(moved / "new.h5")
+    shutil.copy(moved / "meta.csv", moved / "new.csv")
+    hidden = trained.parent / (trained.name + "-hidden")
+    data.rename(hidden)  # ... which is gone now
+    try:
+        ok("extract", tmp_path / "run", "-l", "fc1", "--inputs", moved / "new.h5", "--table", moved / "new.csv", "-o", tmp_path / "after.h5")
+        missing = mdn("extract", tmp_path / "run", "-l", "fc1", "--split", "val", "-o", tmp_path / "val.h5")
+    finally:
+        hidden.rename(data)
+    assert missing.returncode == 2 and "Traceback" not in missing.stderr  # a split does need the run's own data
+    with h5py.File(tmp_path / "before.h5") as a, h5py.File(tmp_path / "after.h5") as b:
+        np.testing.assert_array_equal(a["features"][:], b["features"][:])
 
 
 def test_table_without_metadata_is_an_error(trained, tmp_path):
