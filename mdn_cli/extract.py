@@ -98,7 +98,6 @@ def load_run(run_dir: str | Path, checkpoint: str = "best", device: str | None =
             hint=f"use a checkpoint of {run_dir}, or pass the run directory the checkpoint belongs to.",
         )
     design = DesignMatrix.from_dict(state["design"])
-    torch.manual_seed(spec.train.seed)
     network = build_network(spec, design.num_columns, design.num_preserved, state["sample_shape"], num_outputs(state["classes"]))
     network.load_state_dict(state["model"])  # the Gram inverse and running betas come with the weights
     device = resolve_device(spec.train.device)
