@@ -114,11 +114,7 @@ def render_records(header: list[str], cells: list[list[str]], records: list[dict
     if fmt == "json":
         return json.dumps(records, indent=2)
     if fmt == "csv":
-        buffer = io.StringIO()
-        writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow(header)
-        writer.writerows(cells)
-        return buffer.getvalue()
+        return csv_table(header, cells)
     if fmt == "markdown":
         return markdown_table(header, cells)
     return rich_table(title, header, cells)
@@ -139,13 +135,19 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in rows])
 
 
-def _csv_text(rows: list[dict]) -> str:
-    """Rows as CSV, with the union of their keys (in first-seen order) as the header."""
+def csv_table(header: list[str], rows: list[list]) -> str:
+    """A CSV text with a header line (None is written as an empty cell)."""
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(dict.fromkeys(k for row in rows for k in row)), lineterminator="\n")
-    writer.writeheader()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
     writer.writerows(rows)
     return buffer.getvalue()
+
+
+def _csv_text(rows: list[dict]) -> str:
+    """Rows as CSV, with the union of their keys (in first-seen order) as the header."""
+    header = list(dict.fromkeys(k for row in rows for k in row))
+    return csv_table(header, [[row.get(k) for k in header] for row in rows])
 
 
 def _cell(value) -> str:
