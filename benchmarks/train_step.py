@@ -79,22 +79,21 @@ def make(kind: str, n_train: int) -> nn.Sequential:
     raise ValueError(kind)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=15)
-    parser.add_argument("--steps", type=int, default=10, help="steps per configuration per round")
-    parser.add_argument("--batch", type=int, default=200)
-    args = parser.parse_args()
+def batch(size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Images, binary labels and the design [label, confounder, intercept] of one batch."""
     torch.manual_seed(0)
-    kinds = ["none", "copy", "mdn", "batchnorm", "r-mdn", "pmdn"]
-    x = torch.randn(args.batch, 1, 32, 32)
-    y = torch.randint(0, 2, (args.batch,)).float()
-    design = torch.cat([y[:, None], torch.randn(args.batch, 1), torch.ones(args.batch, 1)], 1)
-    models = {k: make(k, 600).train() for k in kinds}
-    optimizers = {k: torch.optim.Adam(m.parameters(), lr=1e-4) for k, m in models.items()}
+    x = torch.randn(size, 1, 32, 32)
+    y = torch.randint(0, 2, (size,)).float()
+    design = torch.cat([y[:, None], torch.randn(size, 1), torch.ones(size, 1)], 1)
+    return x, y, design
 
-    def steps(kind: str, count: int) -> float:
-        model, optimizer = models[kind], optimizers[kind]
+
+def timed_steps(model: nn.Module, size: int) -> Callable[[int], float]:
+    """A function that runs `count` training steps of `model` and returns seconds per step."""
+    x, y, design = batch(size)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+
+    def run(count: int) -> float:
         started = time.perf_counter()
         for _ in range(count):
             with metadata(model, design):
@@ -107,22 +106,42 @@ def main() -> None:
             optimizer.step()
         return (time.perf_counter() - started) / count
 
+    return run
+
+
+def compare(configurations: dict[str, Callable[[int], float]], rounds: int, steps: int, header: str) -> None:
+    """Time the configurations interleaved and print each one's ratio to the first.
+
+    One block of `steps` steps of each per round, in a rotating order; the ratio is taken within
+    each round (the configurations ran back to back), so a load that comes and goes between
+    rounds cancels; the median and quartiles are over rounds.
+    """
+    kinds = list(configurations)
     for kind in kinds:  # warm-up
-        steps(kind, 3)
+        configurations[kind](3)
     times: dict[str, list[float]] = {k: [] for k in kinds}
-    for r in range(args.rounds):
-        order = kinds[r % len(kinds):] + kinds[: r % len(kinds)]
-        for kind in order:
-            times[kind].append(steps(kind, args.steps))
-    # Ratios are taken within each round (the configurations ran back to back), so a load that
-    # comes and goes between rounds cancels; the median and quartiles are over rounds.
-    print(f"batch {args.batch}, {args.rounds} rounds x {args.steps} steps, {torch.get_num_threads()} threads, torch {torch.__version__}")
-    print("| normalisation at conv1, conv2, fc1 | median ms/step | vs none (median of rounds) | quartiles |")
+    for r in range(rounds):
+        for kind in kinds[r % len(kinds):] + kinds[: r % len(kinds)]:
+            times[kind].append(configurations[kind](steps))
+    print(f"{rounds} rounds x {steps} steps, {torch.get_num_threads()} threads, torch {torch.__version__}")
+    print(f"| {header} | median ms/step | vs {kinds[0]} (median of rounds) | quartiles |")
     print("|---|---:|---:|---:|")
     for kind in kinds:
-        ratios = [t / base for t, base in zip(times[kind], times["none"])]
+        ratios = [t / base for t, base in zip(times[kind], times[kinds[0]])]
         q1, _, q3 = statistics.quantiles(ratios, n=4)
         print(f"| {kind} | {statistics.median(times[kind]) * 1000:.1f} | {statistics.median(ratios):.3f}x | {q1:.3f}-{q3:.3f} |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--steps", type=int, default=10, help="steps per configuration per round")
+    parser.add_argument("--batch", type=int, default=200)
+    args = parser.parse_args()
+    kinds = ["none", "copy", "mdn", "batchnorm", "r-mdn", "pmdn"]
+    configurations = {k: timed_steps(make(k, 600).train(), args.batch) for k in kinds}
+    print(f"batch {args.batch}, ", end="")
+    compare(configurations, args.rounds, args.steps, "normalisation at conv1, conv2, fc1")
 
 
 if __name__ == "__main__":

@@ -18,8 +18,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from mdn_cli.data import _listing, align_table, open_h5_dataset, read_table
-from mdn_cli.errors import MdnError
+from mdn_cli.data import align_table, open_h5_dataset, read_table
+from mdn_cli.errors import MdnError, listing
 from mdn_cli.stats import distance_correlation
 
 STATISTIC = "dcor2_u: bias-corrected squared distance correlation (U-statistic)"
@@ -107,7 +107,7 @@ def _check_finite(matrix: np.ndarray, row_names: Optional[Sequence] = None, wher
         names = [row_names[i] for i in bad] if row_names is not None else bad.tolist()
         label = "ids" if row_names is not None else "rows"
         raise MdnError(
-            f"features contain NaN or Inf in {bad.size} {label}: {_listing(names)}.",
+            f"features contain NaN or Inf in {bad.size} {label}: {listing(names)}.",
             where=where,
             hint="fix or drop those samples before auditing.",
         )
@@ -146,8 +146,8 @@ def audit_features(
     unknown = [name for name in dict.fromkeys(wanted) if name not in table.columns]
     if unknown:
         raise MdnError(
-            f"no column {_listing(unknown)} in the table.",
-            hint=f"available columns: {_listing(list(table.columns), 20)}.",
+            f"no column {listing(unknown)} in the table.",
+            hint=f"available columns: {listing(list(table.columns), 20)}.",
         )
     if not columns:
         raise MdnError("no metadata column to audit.", hint="name some with --columns.")
@@ -173,7 +173,7 @@ def audit_features(
         if not is_categorical and np.isinf(values).any():
             bad = np.flatnonzero(np.isinf(values))
             raise MdnError(
-                f"column {name!r} has infinite values in rows {_listing(bad.tolist())}.",
+                f"column {name!r} has infinite values in rows {listing(bad.tolist())}.",
                 hint="leave the cell empty to mark a missing value.",
             )
         for stratum, subset in strata:

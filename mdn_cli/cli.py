@@ -364,11 +364,10 @@ def layers(
 
     Example: mdn layers runs/mdn --format json
     """
-    from mdn_cli.extract import describe_layers, run_spec
+    from mdn_cli.extract import layers_of
     from mdn_cli.report import render_records
-    from mdn_cli.train import build_run
 
-    rows = describe_layers(build_run(run_spec(target)))
+    rows = layers_of(target)
     columns = ["name", "type", "output_shape", "mdn"]
     cells = [[r["name"], r["type"], "x".join(map(str, r["output_shape"])) if r["output_shape"] is not None else "n/a", r["mdn"] or ""] for r in rows]
     show(render_records(columns, cells, rows, fmt, title=f"layers of {target}"), None)

@@ -18,16 +18,11 @@ import pandas as pd
 import torch
 
 from mdn_cli.design import DesignMatrix, level_strings
-from mdn_cli.errors import MdnError, did_you_mean
+from mdn_cli.errors import MdnError, did_you_mean, listing
 
 SPLITS = ("train", "val", "test")
 IN_MEMORY_LIMIT = 2 * 1024**3  # inputs larger than this are read from disk batch by batch
 READ_CHUNK_ROWS = 4096
-
-
-def _listing(values: Sequence, limit: int = 5) -> str:
-    shown = ", ".join(map(str, list(values)[:limit]))
-    return shown + (f" and {len(values) - limit} more" if len(values) > limit else "")
 
 
 def read_table(path: str | Path, id_column: str | None = None) -> pd.DataFrame:
@@ -69,7 +64,7 @@ def open_h5_dataset(path: str | Path, dataset: str, option: str | None = None, h
             what = f"{dataset!r} is a group of datasets" if group is node else f"no dataset {dataset!r}"
             if option is not None:
                 hint = f"choose one with {option}" + (f" (e.g. {option} {names[0]})." if names else ".")
-            raise MdnError(f"{what} (has: {_listing(names, 10) or 'none'}).", where=str(path), hint=hint)
+            raise MdnError(f"{what} (has: {listing(names, 10) or 'none'}).", where=str(path), hint=hint)
         yield node
 
 
@@ -126,21 +121,21 @@ def align_table(table: pd.DataFrame, ids: np.ndarray | None, id_column: str | No
             )
         return table.reset_index(drop=True)
     if id_column not in table.columns:
-        raise MdnError(f"no id column {id_column!r}.", where=table_name, hint=f"columns are: {_listing(list(table.columns), 12)}.")
+        raise MdnError(f"no id column {id_column!r}.", where=table_name, hint=f"columns are: {listing(list(table.columns), 12)}.")
     if ids is None:
         raise MdnError(f"{rows_name} has no ids dataset to join on {id_column!r}.", where=table_name, hint="store sample ids beside the inputs, or drop the id column setting to match by row order.")
     key = table[id_column]
     duplicated = key[key.duplicated()].unique()
     if len(duplicated):
-        raise MdnError(f"id column {id_column!r} has duplicate ids: {_listing(duplicated)}.", where=table_name, hint="each sample must appear once.")
+        raise MdnError(f"id column {id_column!r} has duplicate ids: {listing(duplicated)}.", where=table_name, hint="each sample must appear once.")
     if len(np.unique(ids)) != len(ids):
         values, counts = np.unique(ids, return_counts=True)
-        raise MdnError(f"{rows_name} has duplicate ids: {_listing(values[counts > 1])}.", where=table_name, hint="each sample must appear once.")
+        raise MdnError(f"{rows_name} has duplicate ids: {listing(values[counts > 1])}.", where=table_name, hint="each sample must appear once.")
     lookup = pd.Index(level_strings(key))
     positions = lookup.get_indexer(level_strings(pd.Series(ids)))
     missing = ids[positions < 0]
     if len(missing):
-        raise MdnError(f"{len(missing)} id(s) of {rows_name} are not in column {id_column!r}: {_listing(missing)}.", where=table_name, hint="the table needs one row per sample.")
+        raise MdnError(f"{len(missing)} id(s) of {rows_name} are not in column {id_column!r}: {listing(missing)}.", where=table_name, hint="the table needs one row per sample.")
     return table.iloc[positions].reset_index(drop=True)
 
 
@@ -184,11 +179,11 @@ def load_training_data(spec, seed: int) -> TrainingData:
     used = [d.label, *d.metadata, *spec.mdn.preserve] + ([d.split_column] if d.split_column else [])
     for column in dict.fromkeys(used):
         if column not in table.columns:
-            hint = did_you_mean(column, table.columns, f"columns are: {_listing(list(table.columns), 12)}.")
+            hint = did_you_mean(column, table.columns, f"columns are: {listing(list(table.columns), 12)}.")
             raise MdnError(f"no column {column!r}.", where=d.table, hint=hint)
         nan_rows = np.flatnonzero(table[column].isna().to_numpy())
         if len(nan_rows):
-            raise MdnError(f"column {column!r} is empty in {len(nan_rows)} row(s) (ids/rows {_listing(_row_names(table, nan_rows, d.id_column))}).", where=d.table, hint="fill or drop those rows; training needs every value.")
+            raise MdnError(f"column {column!r} is empty in {len(nan_rows)} row(s) (ids/rows {listing(_row_names(table, nan_rows, d.id_column))}).", where=d.table, hint="fill or drop those rows; training needs every value.")
     splits = _splits(table, d.split_column, d.val_fraction, seed, d.table)
     targets, classes = _targets(table[d.label], spec.train.task, d.label, d.table)
     categorical = list(d.categorical) + ([d.label] if spec.train.task == "multiclass" else [])
@@ -211,7 +206,7 @@ def _splits(table: pd.DataFrame, split_column: str | None, val_fraction: float, 
         values = table[split_column].astype(str)
         unknown = sorted(set(values) - set(SPLITS))
         if unknown:
-            raise MdnError(f"split column {split_column!r} has value(s) {_listing(unknown)}.", where=table_name, hint="use train, val and test.")
+            raise MdnError(f"split column {split_column!r} has value(s) {listing(unknown)}.", where=table_name, hint="use train, val and test.")
         splits = {name: np.flatnonzero((values == name).to_numpy()) for name in SPLITS}
         source, hint = f"split column {split_column!r}", "training needs train and val rows."
     for name in ("train", "val"):

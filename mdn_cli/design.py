@@ -12,7 +12,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from mdn_cli.errors import MdnError, did_you_mean
+from mdn_cli.errors import MdnError, did_you_mean, listing
 
 INTERCEPT = "intercept"
 
@@ -166,10 +166,8 @@ def _column(table: pd.DataFrame, name: str) -> pd.Series:
     missing = series.isna().to_numpy()
     if missing.any():
         rows = np.flatnonzero(missing)
-        shown = ", ".join(str(table.index[i]) for i in rows[:5])
-        more = f" and {len(rows) - 5} more" if len(rows) > 5 else ""
         raise MdnError(
-            f"column {name!r} has {len(rows)} missing value(s) (rows {shown}{more}).",
+            f"column {name!r} has {len(rows)} missing value(s) (rows {listing(table.index[rows])}).",
             hint="fill or drop those rows before training; the design matrix needs every value.",
         )
     return series

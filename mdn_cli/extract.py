@@ -29,7 +29,7 @@ from mdn_cli.nn import MetadataNormBase, metadata
 from mdn_cli.residualize import apply_design
 from mdn_cli.spec import Spec, load_spec, spec_hash
 from mdn_cli.models import Network, build_network
-from mdn_cli.train import Run, resolve_device, same_training
+from mdn_cli.train import build_run, resolve_device, same_training
 
 SPLIT_CHOICES = ("train", "val", "test", "all")
 CHUNK_BYTES = 1 << 20  # HDF5 chunks of about 1 MiB: good gzip ratio, small chunk cache
@@ -105,12 +105,26 @@ def load_run(run_dir: str | Path, checkpoint: str = "best", device: str | None =
 
 
 # -- layers ------------------------------------------------------------------------------------
-def describe_layers(run: Run) -> list[dict]:
+def layers_of(target: str | Path) -> list[dict]:
+    """``describe_layers`` of a run directory or a spec file.
+
+    A run that has a checkpoint is described from it (weights, design, input shape), so its
+    training data need not be there; a spec, or a run not yet checkpointed, is built from its data.
+    """
+    target = Path(target)
+    saved = [c for c in ("last", "best") if (target / "checkpoints" / f"{c}.pt").is_file()] if target.is_dir() else []
+    if saved:
+        loaded = load_run(target, saved[0])
+        return describe_layers(loaded.network, loaded.sample_shape, loaded.design.num_columns, loaded.device)
+    run = build_run(run_spec(target))
+    return describe_layers(run.network, run.data.sample_shape, run.data.design.num_columns, run.device)
+
+
+def describe_layers(network: Network, sample_shape: Sequence[int], num_design: int, device: torch.device) -> list[dict]:
     """Every named module: dotted name, type, output shape for one sample, and its MDN.
 
     Shapes come from one eval pass on a two-row zero batch, the way the model builder infers them.
     """
-    network = run.network
     body_modules = dict(network.body.named_modules())
     placement = network.mdn_placement()
     shapes: dict[str, tuple] = {}
@@ -119,10 +133,10 @@ def describe_layers(run: Run) -> list[dict]:
         for name, module in body_modules.items()
         if name
     ]
-    x = torch.zeros(2, *run.data.sample_shape, device=run.device)
+    x = torch.zeros(2, *sample_shape, device=device)
     network.eval()
     try:
-        with torch.no_grad(), metadata(network, torch.zeros(2, run.data.design.num_columns, device=run.device)):
+        with torch.no_grad(), metadata(network, torch.zeros(2, num_design, device=device)):
             network(x)
     finally:
         for handle in handles:

@@ -85,7 +85,7 @@ def test_new_data_gives_the_same_features_as_the_split(trained, tmp_path):
 
 
 def test_new_data_needs_no_training_data(trained, tmp_path):
-    """A run copied elsewhere, its training data gone: new data is still extracted, identically."""
+    """A run copied elsewhere, its training data gone: new data is still extracted, identically, and its layers listed."""
     import shutil
 
     data = trained / "data"
@@ -93,6 +93,7 @@ def test_new_data_needs_no_training_data(trained, tmp_path):
     shutil.copytree(data, moved)
     shutil.copytree(trained / "mdn", tmp_path / "run")
     ok("extract", tmp_path / "run", "-l", "fc1", "--inputs", moved / "images.h5", "--table", moved / "meta.csv", "-o", tmp_path / "before.h5")
+    layers_before = ok("layers", tmp_path / "run", "--format", "json").stdout
     config = (tmp_path / "run" / "config.yaml").read_text()
     assert str(data / "images.h5") in config  # the run still names the original data ...
     (moved / "images.h5").rename(moved / "new.h5")
@@ -102,9 +103,11 @@ def test_new_data_needs_no_training_data(trained, tmp_path):
     try:
         ok("extract", tmp_path / "run", "-l", "fc1", "--inputs", moved / "new.h5", "--table", moved / "new.csv", "-o", tmp_path / "after.h5")
         missing = mdn("extract", tmp_path / "run", "-l", "fc1", "--split", "val", "-o", tmp_path / "val.h5")
+        layers_after = ok("layers", tmp_path / "run", "--format", "json").stdout
     finally:
         hidden.rename(data)
     assert missing.returncode == 2 and "Traceback" not in missing.stderr  # a split does need the run's own data
+    assert layers_after == layers_before and '"conv1"' in layers_after
     with h5py.File(tmp_path / "before.h5") as a, h5py.File(tmp_path / "after.h5") as b:
         np.testing.assert_array_equal(a["features"][:], b["features"][:])
 
