@@ -24,6 +24,7 @@ from typing import Iterator
 import torch
 
 import mdn_cli.nn as mdn_nn
+from mdn_cli.cli import reuse_freed_memory
 from mdn_cli.kernels import subtract_product
 from train_step import compare, make, timed_steps
 
@@ -111,6 +112,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=40)
     parser.add_argument("--steps", type=int, default=5, help="steps per configuration per round")
     args = parser.parse_args()
+    print("malloc:", "freed memory reused, as in `mdn`" if reuse_freed_memory() else "glibc defaults")
     kernel = compiled_subtract_product()
     check(kernel)
     library = timed_steps(make("mdn", 600).train(), 200)

@@ -2,9 +2,11 @@
 
 The network is the paper's MDN-Conv (conv1 16x5x5, conv2 32x5x5, fc1 84, fc2 1, on 1x32x32
 inputs); the normalisation sits after conv1, conv2 and fc1, before each ReLU. A step is forward,
-loss, backward and an Adam step, as in `mdn train`. All configurations are measured in the same
-process, interleaved (one block of steps of each per round, in a rotating order), and the median
-of the per-round ratios to no normalisation is reported, so machine load drifts hit them alike.
+loss, backward and an Adam step, as in `mdn train` (with its malloc setting; MDN_MALLOC=system
+turns it off); a second table times eval-mode forward passes, as in its per-epoch evaluation.
+All configurations are measured in the same process, interleaved (one block of steps of each
+per round, in a rotating order), and the median of the per-round ratios to no normalisation is
+reported, so machine load drifts hit them alike.
 
     .venv/bin/python benchmarks/train_step.py [--rounds 15] [--steps 10] [--batch 200]
 """
@@ -19,6 +21,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from mdn_cli.cli import reuse_freed_memory
 from mdn_cli.nn import MetadataNorm, PenaltyMetadataNorm, RecursiveMetadataNorm, mdn_penalty, metadata
 
 DESIGN = 3  # label (preserved), confounder, intercept
@@ -109,6 +112,22 @@ def timed_steps(model: nn.Module, size: int) -> Callable[[int], float]:
     return run
 
 
+def timed_eval(model: nn.Module, size: int) -> Callable[[int], float]:
+    """A function that runs `count` eval-mode forward passes (no gradient) and returns seconds per pass."""
+    x, _, design = batch(size)
+    model.eval()
+
+    def run(count: int) -> float:
+        started = time.perf_counter()
+        with torch.no_grad():
+            for _ in range(count):
+                with metadata(model, design):
+                    model(x)
+        return (time.perf_counter() - started) / count
+
+    return run
+
+
 def compare(configurations: dict[str, Callable[[int], float]], rounds: int, steps: int, header: str) -> None:
     """Time the configurations interleaved and print each one's ratio to the first.
 
@@ -138,10 +157,14 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10, help="steps per configuration per round")
     parser.add_argument("--batch", type=int, default=200)
     args = parser.parse_args()
+    print("malloc:", "freed memory reused, as in `mdn`" if reuse_freed_memory() else "glibc defaults")
     kinds = ["none", "copy", "mdn", "batchnorm", "r-mdn", "pmdn"]
     configurations = {k: timed_steps(make(k, 600).train(), args.batch) for k in kinds}
-    print(f"batch {args.batch}, ", end="")
+    print(f"training steps, batch {args.batch}, ", end="")
     compare(configurations, args.rounds, args.steps, "normalisation at conv1, conv2, fc1")
+    passes = {k: timed_eval(make(k, 600), args.batch) for k in kinds}
+    print(f"\neval forward passes (no gradient, running statistics), batch {args.batch}, ", end="")
+    compare(passes, args.rounds, args.steps, "normalisation at conv1, conv2, fc1")
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import signal
 import subprocess
 import sys
@@ -239,3 +240,16 @@ def test_an_ignored_ctrl_c_stays_ignored(tmp_path, sigint_handler):
         atomic_write_text(tmp_path / "a.txt", "written")
     assert (tmp_path / "a.txt").read_text() == "written"
     assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's malloc settings")
+def test_freed_memory_is_kept_unless_asked_not_to():
+    """The CLI sets glibc's thresholds (one process each: the setting lasts for the process)."""
+    probe = "from mdn_cli.cli import reuse_freed_memory; print(reuse_freed_memory())"
+
+    def setting(**env: str) -> str:
+        environment = {k: v for k, v in os.environ.items() if k != "MDN_MALLOC"} | env
+        return subprocess.run([sys.executable, "-c", probe], env=environment, capture_output=True, text=True, check=True).stdout.strip()
+
+    assert setting() == "True"
+    assert setting(MDN_MALLOC="system") == "False"
