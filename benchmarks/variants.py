@@ -86,6 +86,9 @@ def main() -> None:
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "variants")
     args = parser.parse_args()
+    from mdn_cli.cli import reuse_freed_memory
+
+    reuse_freed_memory()  # as the `mdn` command does
     batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
     seeds = [int(s) for s in args.seeds.split(",")]
     results = []
