@@ -5,7 +5,9 @@ paper's MDN-Conv, MDN after conv1, conv2 and fc1) with `mdn.variant` batch, recu
 at each batch size, for the same fixed number of epochs (so smaller batches take more optimizer
 steps: the experiment is "the same data, the same epochs", not "the same number of updates"), and
 reports the last epoch's validation accuracy and per-class dcor² of fc1's features with the
-confounder cf (the paper's metric; 0 = no confounder information left in that class).
+confounder cf (the paper's metric; 0 = no confounder information left in that class), then the
+same after `mdn refit` of the last checkpoint (every MDN layer's eval beta refitted on the whole
+training set).
 
     .venv/bin/python benchmarks/variants.py [--epochs 40] [--batch-sizes 8,32,200] [--seeds 0] [--out runs/variants]
         [--variants baseline,batch,recursive,penalty,recursive:forgetting=0.99]
@@ -50,13 +52,19 @@ def run_one(variant: str, batch_size: int, epochs: int, seed: int, out: Path) ->
     started = time.perf_counter()
     summary = train(load_spec(spec_file, overrides), run_dir)
     last = summary["last"]
-    return {
+    result = {
         "variant": variant, "batch_size": batch_size, "seed": seed, "epochs": epochs,
         "val_acc": last["val_acc"],
         "dcor2_label0": last["dcor2"]["cf"]["label=0"], "dcor2_label1": last["dcor2"]["cf"]["label=1"],
         "train_penalty": last.get("train_penalty"),
         "seconds": round(time.perf_counter() - started, 1),
     }
+    if name != "baseline":
+        from mdn_cli.refit import refit_run
+
+        after = refit_run(run_dir, "last")["after"]
+        result.update(refit_val_acc=after["val_acc"], refit_dcor2_label0=after["dcor2[cf|label=0]"], refit_dcor2_label1=after["dcor2[cf|label=1]"])
+    return result
 
 
 def _mean_sd(values: list[float]) -> str:
@@ -67,13 +75,17 @@ def _mean_sd(values: list[float]) -> str:
 
 
 def table(results: list[dict], batch_sizes: list[int]) -> str:
-    lines = ["| variant | batch | val acc | dcor² cf, label 0 | dcor² cf, label 1 |", "|---|---:|---:|---:|---:|"]
+    lines = [
+        "| variant | batch | val acc | dcor² cf, label 0 | dcor² cf, label 1 | refit: val acc | refit: dcor² label 0 | refit: dcor² label 1 |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    keys = ("val_acc", "dcor2_label0", "dcor2_label1", "refit_val_acc", "refit_dcor2_label0", "refit_dcor2_label1")
     for variant in dict.fromkeys(r["variant"] for r in results):
         for b in batch_sizes:
             rows = [r for r in results if r["variant"] == variant and r["batch_size"] == b]
             if not rows:
                 continue
-            cells = [_mean_sd([r[k] for r in rows]) for k in ("val_acc", "dcor2_label0", "dcor2_label1")]
+            cells = [_mean_sd([r[k] for r in rows]) if k in rows[0] else "" for k in keys]
             lines.append(f"| {variant} | {b} | {' | '.join(cells)} |")
     return "\n".join(lines)
 

@@ -434,6 +434,39 @@ def extract(
     _summary(result, fmt, f"wrote {output}")
 
 
+# -- refit -------------------------------------------------------------------------------------
+@app.command()
+def refit(
+    run_dir: Path = typer.Argument(..., help="Run directory of `mdn train`.", metavar="RUNDIR"),
+    checkpoint: str = typer.Option("best", "--checkpoint", help="best, last, a NAME in the run's checkpoints/, or a PATH."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Checkpoint to write (default: checkpoints/<name>-refit.pt)."),
+    device: Optional[Device] = typer.Option(None, "--device", help="Where the model runs (default: the spec's train.device)."),
+    fmt: OutputFormat = typer.Option(OutputFormat.table, "--format", help="Output format."),
+) -> None:
+    """Refit every MDN layer's eval-mode beta on the run's whole training set, as a new checkpoint.
+
+    Eval mode uses a running average of the training batches' betas; with small batches that
+    estimate is noisy. This replaces it with the exact least-squares fit over all training rows,
+    layer by layer in the order the model runs them (as update_bn does for BatchNorm), and shows
+    the validation metrics before and after. The original checkpoint is kept; use the new one with
+    `mdn extract --checkpoint best-refit`. Needs the run's training data.
+
+    Example: mdn refit runs/mdn-b32 && mdn extract runs/mdn-b32 --checkpoint best-refit -l fc1 -o fc1.h5
+    """
+    from mdn_cli.refit import refit_run
+    from mdn_cli.report import render_records
+
+    result = refit_run(run_dir, checkpoint, device.value if device else None, output)
+    metrics = list(dict.fromkeys([*result["before"], *result["after"]]))
+    cells = [[m, _number(result["before"].get(m)), _number(result["after"].get(m))] for m in metrics]
+    err_console().print(f"wrote {result['checkpoint']} (betas fitted on {result['rows']} training rows)", markup=False)
+    show(render_records(["validation", "before (running beta)", "after (refitted beta)"], cells, result, fmt, f"refit of {result['from']}"), None)
+
+
+def _number(value) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
 class _row_progress:
     """A progress bar of rows on stderr (a terminal only), yielding the callback to advance it."""
 

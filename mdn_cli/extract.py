@@ -66,10 +66,11 @@ def run_spec(path: str | Path, check_files: bool = True) -> Spec:
 
 
 def checkpoint_path(run_dir: Path, checkpoint: str) -> Path:
-    """``best`` / ``last`` name the run's own checkpoints; anything else is a path."""
-    path = run_dir / "checkpoints" / f"{checkpoint}.pt" if checkpoint in ("best", "last") else Path(checkpoint)
+    """A name in the run's checkpoints/ (``best``, ``last``, ``best-refit``...), else a path."""
+    named = run_dir / "checkpoints" / f"{checkpoint}.pt"
+    path = named if checkpoint in ("best", "last") or named.is_file() else Path(checkpoint)
     if not path.is_file():
-        raise MdnError("checkpoint not found.", where=str(path), hint="train the run first, or give --checkpoint last|best|PATH.")
+        raise MdnError("checkpoint not found.", where=str(path), hint="train the run first, or give --checkpoint best|last|NAME|PATH (NAME: a file of the run's checkpoints/ without .pt).")
     return path
 
 

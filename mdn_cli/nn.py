@@ -26,7 +26,7 @@ Metadata reach the layers per batch without becoming model state::
 from __future__ import annotations
 
 import contextlib
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -203,6 +203,14 @@ class MetadataNormBase(nn.Module):
 
     def inference_beta(self) -> torch.Tensor:
         return self.running_beta
+
+    def load_beta(self, beta: torch.Tensor) -> None:
+        """Set the beta used in eval mode (``refit_beta`` uses it); training goes on from there."""
+        target = self.inference_beta()
+        if beta.shape != target.shape:
+            raise ValueError(f"beta of shape {tuple(beta.shape)} does not fit {tuple(target.shape)}.")
+        with torch.no_grad():
+            target.copy_(beta)
 
     def forward(self, input: torch.Tensor, design: torch.Tensor | None = None) -> torch.Tensor:
         design = self._checked_design(input, self._design if design is None else design)
@@ -457,6 +465,58 @@ def fit_gram(model: nn.Module, design: torch.Tensor | np.ndarray, column_names: 
     for layer in layers[1:]:
         layer.gram_inverse.copy_(layers[0].gram_inverse)
         layer.n_train.copy_(layers[0].n_train)
+
+
+def refit_beta(model: nn.Module, batches: Callable[[], Iterable[tuple[torch.Tensor, torch.Tensor]]]) -> int:
+    """Set every MDN layer's eval-mode beta to the whole-set least-squares fit of its input, in eval mode.
+
+    Like ``torch.optim.swa_utils.update_bn`` for BatchNorm: ``batches()`` yields ``(inputs, design)``
+    of a data set (the training set, normally) and the running estimate is replaced by the exact
+    fit ``(X'X)^+ X'Y`` over all of it (float64 sums). Layers are fitted in the order the model
+    runs them, one pass over the data each, so that a layer is fitted to the inputs its upstream
+    layers give with their fitted betas. Returns the number of rows. With small training batches
+    the running average of noisy batch betas removes visibly less than this fit
+    (benchmarks/README.md).
+    """
+    remaining = metadata_norm_layers(model)
+    was_training = model.training
+    model.eval()
+    rows = 0
+    try:
+        while remaining:
+            sums: dict[MetadataNormBase, torch.Tensor] = {}
+            order: list[MetadataNormBase] = []
+
+            def accumulate(layer: MetadataNormBase, args: tuple, kwargs: dict) -> None:
+                y = args[0].detach().reshape(args[0].shape[0], -1)
+                given = kwargs.get("design", args[1] if len(args) > 1 else None)
+                x = layer._checked_design(args[0], layer._design if given is None else given).to(torch.float64)
+                block = torch.cat([x.T @ x, transposed_product(x, y.to(torch.float64))], 1)
+                sums[layer] = sums[layer] + block if layer in sums else block
+                if layer not in order:
+                    order.append(layer)
+
+            hooks = [layer.register_forward_pre_hook(accumulate, with_kwargs=True) for layer in remaining]
+            rows = 0
+            try:
+                with torch.no_grad():
+                    for inputs, design in batches():
+                        with metadata(model, design):
+                            model(inputs)
+                        rows += len(design)
+            finally:
+                for hook in hooks:
+                    hook.remove()
+            if not order:
+                raise ValueError("no MDN layer ran: check that `batches()` yields (inputs, design) pairs of the model's data.")
+            first = order[0]  # its inputs no longer change: every layer before it is fitted
+            k = first.num_design
+            beta = torch.linalg.lstsq(sums[first][:, :k], sums[first][:, k:]).solution
+            first.load_beta(beta)
+            remaining = [layer for layer in remaining if layer is not first]
+    finally:
+        model.train(was_training)
+    return rows
 
 
 @contextlib.contextmanager

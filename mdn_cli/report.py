@@ -76,18 +76,22 @@ class RunRecord:
         return next((m for m in self.history if m["epoch"] == best), self.history[-1])
 
 
+def metric_row(metrics: dict) -> dict:
+    """An epoch's metrics flat: accuracy, losses, and ``dcor2[column|stratum]``."""
+    row = {key: metrics[key] for key in ("val_acc", "val_loss", "train_loss") if key in metrics}
+    for column, values in (metrics.get("dcor2") or {}).items():
+        for stratum, value in values.items():
+            row[f"dcor2[{column}|{stratum}]"] = value
+    return row
+
+
 def comparison_rows(records: list[RunRecord], which: str = "last") -> list[dict]:
     """One flat row per run: accuracy, losses, and dcor² per metadata column and stratum."""
     rows = []
     for record in records:
         m = record.epoch(which) or {}
         row = {"run": record.name, "epoch": m.get("epoch"), "epochs": record.summary.get("epochs", len(record.history))}
-        for key in ("val_acc", "val_loss", "train_loss"):
-            if key in m:
-                row[key] = m[key]
-        for column, values in (m.get("dcor2") or {}).items():
-            for stratum, value in values.items():
-                row[f"dcor2[{column}|{stratum}]"] = value
+        row.update(metric_row(m))
         row["seconds"] = m.get("seconds")
         rows.append(row)
     return rows
