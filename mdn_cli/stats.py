@@ -383,17 +383,11 @@ def _run_jobs(features, mask_list, order, jobs, results, test, n_permutations, r
         (np.zeros((len(used_masks), n)), np.zeros(len(used_masks)), np.zeros(values_all.shape[0]))
         for _ in range(n_workers)
     ]
-    next_tile = iter(range(len(tiles)))
     lock = threading.Lock()
     done = [0]
 
-    def work(rowsum, saa, sab):
-        while True:
-            with lock:
-                index = next(next_tile, None)
-            if index is None:
-                return
-            i0, j0 = tiles[index]
+    def work(worker, rowsum, saa, sab):
+        for i0, j0 in tiles[worker::n_workers]:
             i1, j1 = min(i0 + tile, n), min(j0 + tile, n)
             gram = (features_on_device[i0:i1] @ features_on_device[j0:j1].T).cpu().numpy()
             _accumulate_tile(
@@ -406,13 +400,14 @@ def _run_jobs(features, mask_list, order, jobs, results, test, n_permutations, r
                     done[0] += 1
                     progress(done[0], len(tiles))
 
-    # One single-threaded matmul + kernel per worker thread: workers take tiles as they free
-    # up, with no barrier between the matmul and the kernel.
+    # One single-threaded matmul + kernel per worker thread, no barrier between them. Each worker
+    # takes a fixed share of the tiles (every n_workers-th), so the sums are added in the same
+    # order on every run: the same input gives the same bytes out (for a given thread count).
     threads_before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         with ThreadPoolExecutor(n_workers) as pool:
-            for future in [pool.submit(work, *accumulator) for accumulator in accumulators]:
+            for future in [pool.submit(work, w, *accumulator) for w, accumulator in enumerate(accumulators)]:
                 future.result()
     finally:
         torch.set_num_threads(threads_before)

@@ -228,3 +228,21 @@ def test_permutation_statistics_equal_to_the_observed_one_count_as_extreme():
         same_partition += bool((shuffled == site).all() or (shuffled != site).all())
     assert same_partition > 0
     assert result.pvalue == pytest.approx((1 + same_partition) / 301)
+
+
+def test_same_input_same_bits_with_several_worker_threads(rng):
+    """Tiles are shared out to the worker threads in a fixed way, so the sums are added in one order."""
+    x = rng.normal(size=(700, 16)).astype(np.float32)
+    y = x[:, 0] + rng.normal(size=700)
+    groups = rng.integers(0, 2, size=700).astype(bool)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)  # two workers even on a one-core runner
+    try:
+        runs = [
+            distance_correlation(x, [y, y], [False, False], subsets=[None, groups], tile_size=32, test="permutation", permutations=20)
+            for _ in range(4)
+        ]
+    finally:
+        torch.set_num_threads(threads)
+    first = [(r.dcor2_u, r.dcor2_v, r.pvalue) for r in runs[0]]
+    assert all([(r.dcor2_u, r.dcor2_v, r.pvalue) for r in run] == first for run in runs[1:])
