@@ -401,7 +401,7 @@ def extract(
     run_dir: Path = typer.Argument(..., help="Run directory of `mdn train`.", metavar="RUNDIR"),
     layer: list[str] = typer.Option(..., "--layer", "-l", help="Layer whose features to write (repeatable; `mdn layers RUNDIR` lists them)."),
     output: Path = typer.Option(..., "--output", "-o", help="HDF5 file to write: `features` (n, d), or `features/<layer>` for several layers, and `ids`."),
-    checkpoint: str = typer.Option("best", "--checkpoint", help="best, last, or a checkpoint PATH of this run."),
+    checkpoint: str = typer.Option("best", "--checkpoint", help="best, last, a NAME in the run's checkpoints/ (e.g. best-refit), or a PATH."),
     split: str = typer.Option("val", "--split", help="Rows of the run's data: train, val, test or all."),
     inputs: Optional[Path] = typer.Option(None, "--inputs", help="New data instead of a split: HDF5 inputs (same dataset names as the spec)."),
     table: Optional[str] = typer.Option(None, "--table", help="The table of --inputs (CSV with the spec's metadata columns; - for stdin)."),
