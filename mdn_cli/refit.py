@@ -19,15 +19,7 @@ from mdn_cli.extract import load_run
 from mdn_cli.fileio import atomic_path
 from mdn_cli.nn import metadata_norm_layers, refit_beta
 from mdn_cli.report import metric_row
-from mdn_cli.train import Run, dcor_by_class, evaluate
-
-
-def validation_metrics(run: Run) -> dict:
-    """Validation loss, accuracy and dcor² of the monitored layer, flat, as the training loop measures them."""
-    metrics, features = evaluate(run, "val", capture=run.spec.train.monitor)
-    if features is not None:
-        metrics["dcor2"] = dcor_by_class(run, features)
-    return metric_row(metrics)
+from mdn_cli.train import Run, validate
 
 
 def refit_run(run_dir: str | Path, checkpoint: str = "best", device: str | None = None, output: Path | None = None) -> dict:
@@ -37,7 +29,7 @@ def refit_run(run_dir: str | Path, checkpoint: str = "best", device: str | None 
         raise MdnError("this run has no MDN layers: there is no beta to refit.", where=str(loaded.checkpoint), hint="refit a run trained with MDN layers.")
     data = load_training_data(loaded.spec, loaded.spec.train.seed)
     run = Run(loaded.spec, data, loaded.network, loaded.device)
-    before = validation_metrics(run)
+    before = metric_row(validate(run))
     size = loaded.spec.train.batch_size
 
     def training_rows():
@@ -45,7 +37,7 @@ def refit_run(run_dir: str | Path, checkpoint: str = "best", device: str | None 
             yield x.to(run.device), design.to(run.device)
 
     rows = refit_beta(run.network, training_rows)
-    after = validation_metrics(run)
+    after = metric_row(validate(run))
     target = output or loaded.checkpoint.with_name(f"{loaded.checkpoint.stem}-refit.pt")
     state = dict(loaded.state, model=run.network.state_dict(), refit={"from": str(loaded.checkpoint), "rows": rows})
     with atomic_path(target) as tmp:

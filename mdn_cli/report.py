@@ -269,6 +269,13 @@ def render_detail(record: RunRecord, fmt: str = "table"):
     return Group(*tables)
 
 
+def render_refit(result: dict, fmt: str = "table"):
+    """`mdn refit`'s result: the validation metrics with the running and with the refitted betas."""
+    names = list(dict.fromkeys([*result["before"], *result["after"]]))
+    cells = [[name, _cell(result["before"].get(name)), _cell(result["after"].get(name))] for name in names]
+    return render_records(["validation", "before (running beta)", "after (refitted beta)"], cells, result, fmt, f"refit of {result['from']}")
+
+
 def render_report(records: list[RunRecord], fmt: str = "table", which: str = "last"):
     """One run in detail, several side by side."""
     return render_detail(records[0], fmt) if len(records) == 1 else render_runs(records, fmt, which)

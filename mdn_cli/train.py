@@ -127,6 +127,14 @@ def dcor_by_class(run: Run, features: np.ndarray, split: str = "val") -> dict:
     return result.nested()
 
 
+def validate(run: Run) -> dict:
+    """The per-epoch validation metrics: loss, accuracy, and dcor² of ``train.monitor``'s features."""
+    metrics, features = evaluate(run, "val", capture=run.spec.train.monitor)
+    if features is not None:
+        metrics["dcor2"] = dcor_by_class(run, features)
+    return metrics
+
+
 def _train_batches(data: TrainingData, batch_size: int, seed: int, world: distributed.World):
     """(global batch size, inputs, design, targets) of this rank: ``batch_size`` rows per rank.
 
@@ -262,10 +270,7 @@ class Trainer:
             if not world.is_main:  # rank 0 evaluates and writes; the others wait for it
                 distributed.barrier()
                 continue
-            val_metrics, features = evaluate(self.run, "val", capture=t.monitor)
-            metrics.update(val_metrics)
-            if features is not None:
-                metrics["dcor2"] = dcor_by_class(self.run, features)
+            metrics.update(validate(self.run))
             self.elapsed += time.perf_counter() - started
             metrics["seconds"] = round(self.elapsed, 3)
             self.history.append(metrics)
