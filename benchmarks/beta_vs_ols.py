@@ -19,7 +19,6 @@ import torch
 from mdn_cli.extract import load_run
 from mdn_cli.nn import metadata
 from mdn_cli.stats import dcor2
-from mdn_cli.train import build_run
 
 
 def main() -> None:
@@ -29,7 +28,7 @@ def main() -> None:
     parser.add_argument("--checkpoint", default="last")
     args = parser.parse_args()
     loaded = load_run(args.run_dir, args.checkpoint)
-    data = build_run(loaded.spec).data  # the run's data and splits
+    data = loaded.training_data()
     network = loaded.network.eval()
     placement = network.mdn_placement()
     if args.layer not in placement:

@@ -21,7 +21,7 @@ import pandas as pd
 import torch
 
 from mdn_cli import __version__
-from mdn_cli.data import align_table, load_training_data, num_outputs, open_h5_dataset, read_ids, read_table
+from mdn_cli.data import TrainingData, align_table, load_training_data, num_outputs, open_h5_dataset, read_ids, read_table
 from mdn_cli.design import DesignMatrix
 from mdn_cli.errors import MdnError
 from mdn_cli.fileio import atomic_path
@@ -50,6 +50,10 @@ class LoadedRun:
     @property
     def sample_shape(self) -> tuple[int, ...]:
         return tuple(self.state["sample_shape"])
+
+    def training_data(self) -> TrainingData:
+        """The run's own data with the splits it was trained with (its files must still be there)."""
+        return load_training_data(self.spec, self.spec.train.seed)
 
 
 def run_spec(path: str | Path, check_files: bool = True) -> Spec:
@@ -163,7 +167,7 @@ class Source:
 
 def split_source(loaded: LoadedRun, split: str) -> Source:
     """The rows of a split of the run's own data (``all``: every row in file order)."""
-    data = load_training_data(run_spec(loaded.run_dir), loaded.spec.train.seed)  # the splits the run was trained with
+    data = loaded.training_data()
     if split not in SPLIT_CHOICES:
         raise MdnError(f"unknown split {split!r}.", where="--split", hint=f"use one of {', '.join(SPLIT_CHOICES)}.")
     rows = np.arange(len(data.table)) if split == "all" else data.splits[split]

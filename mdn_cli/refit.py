@@ -13,7 +13,6 @@ from pathlib import Path
 
 import torch
 
-from mdn_cli.data import load_training_data
 from mdn_cli.errors import MdnError
 from mdn_cli.extract import load_run
 from mdn_cli.fileio import atomic_path
@@ -27,7 +26,7 @@ def refit_run(run_dir: str | Path, checkpoint: str = "best", device: str | None 
     loaded = load_run(run_dir, checkpoint, device)
     if not metadata_norm_layers(loaded.network):
         raise MdnError("this run has no MDN layers: there is no beta to refit.", where=str(loaded.checkpoint), hint="refit a run trained with MDN layers.")
-    data = load_training_data(loaded.spec, loaded.spec.train.seed)
+    data = loaded.training_data()
     run = Run(loaded.spec, data, loaded.network, loaded.device)
     before = metric_row(validate(run))
     size = loaded.spec.train.batch_size
