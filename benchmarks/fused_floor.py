@@ -24,8 +24,9 @@ from typing import Iterator
 import torch
 
 import mdn_cli.nn as mdn_nn
+import mdn_cli.nn._functions as mdn_functions
 from mdn_cli.cli import reuse_freed_memory
-from mdn_cli.kernels import subtract_product
+from mdn_cli.nn.kernels import subtract_product
 from train_step import compare, make, timed_steps
 
 _SOURCE = r"""
@@ -81,13 +82,17 @@ def compiled_subtract_product():
 
 @contextlib.contextmanager
 def update_replaced_by(kernel) -> Iterator[None]:
-    """MDN (`mdn_cli.nn`) with its rank-k update replaced by `kernel`, everything else unchanged."""
-    saved = mdn_nn.subtract_product
-    mdn_nn.subtract_product = kernel
+    """MDN with its rank-k update replaced by `kernel`, everything else unchanged.
+
+    The autograd nodes look the kernel up in `mdn_cli.nn._functions` (a private module: this
+    experiment swaps an implementation detail on purpose).
+    """
+    saved = mdn_functions.subtract_product
+    mdn_functions.subtract_product = kernel
     try:
         yield
     finally:
-        mdn_nn.subtract_product = saved
+        mdn_functions.subtract_product = saved
 
 
 def check(kernel) -> None:

@@ -39,7 +39,7 @@ VARIANTS = ["baseline", "batch", "recursive", "penalty"]
 
 
 def run_one(variant: str, batch_size: int, epochs: int, seed: int, out: Path) -> dict:
-    from mdn_cli.spec import load_spec
+    from mdn_cli.config import load_spec
     from mdn_cli.train import train
 
     name, *settings = variant.split(":")

@@ -62,6 +62,15 @@ def session(device: str) -> Iterator[World]:
         dist.destroy_process_group()
 
 
+def resolve_device(name: str, where: str = "train.device") -> torch.device:
+    """auto: the GPU when there is one; asking for cuda without one is an input error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise MdnError("CUDA is not available on this machine.", where=where, hint="use cpu or auto.")
+    return torch.device(name)
+
+
 def device_for(base: torch.device) -> torch.device:
     """One GPU per process under torchrun (``cuda:LOCAL_RANK``); CPU stays CPU."""
     if base.type == "cuda" and world().size > 1:

@@ -7,37 +7,15 @@ from __future__ import annotations
 
 import importlib
 from collections import OrderedDict
-from typing import Callable, Sequence
+from typing import Sequence
 
 import torch
 from torch import nn
 
 from mdn_cli.errors import MdnError, did_you_mean
 from mdn_cli.nn import LazyMetadataNorm, LazyPenaltyMetadataNorm, LazyRecursiveMetadataNorm, MetadataNormBase, attach_key, attach_metadata_norm, metadata
+from mdn_cli.nn.layer_types import LAYER_TYPES
 
-# Layer types of `model.layers`: the spec's keyword arguments go straight to these callables.
-LAYER_TYPES: dict[str, Callable[..., nn.Module]] = {
-    "linear": nn.LazyLinear,
-    "conv1d": nn.LazyConv1d,
-    "conv2d": nn.LazyConv2d,
-    "conv3d": nn.LazyConv3d,
-    "batchnorm1d": nn.LazyBatchNorm1d,
-    "batchnorm2d": nn.LazyBatchNorm2d,
-    "relu": nn.ReLU,
-    "leaky_relu": nn.LeakyReLU,
-    "gelu": nn.GELU,
-    "elu": nn.ELU,
-    "tanh": nn.Tanh,
-    "sigmoid": nn.Sigmoid,
-    "flatten": nn.Flatten,
-    "dropout": nn.Dropout,
-    "dropout2d": nn.Dropout2d,
-    "maxpool1d": nn.MaxPool1d,
-    "maxpool2d": nn.MaxPool2d,
-    "avgpool2d": nn.AvgPool2d,
-    "adaptive_avgpool2d": nn.AdaptiveAvgPool2d,
-    "mdn": LazyMetadataNorm,
-}
 _MDN_FIXED_ARGS = ("num_design", "num_preserved")  # set from the design matrix, not the spec
 
 

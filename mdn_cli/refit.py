@@ -11,11 +11,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
 
 from mdn_cli.errors import MdnError
-from mdn_cli.extract import load_run
-from mdn_cli.fileio import atomic_path
+from mdn_cli.runs import load_run, save_checkpoint
 from mdn_cli.nn import metadata_norm_layers, refit_beta
 from mdn_cli.report import metric_row
 from mdn_cli.train import Run, validate
@@ -39,6 +37,5 @@ def refit_run(run_dir: str | Path, checkpoint: str = "best", device: str | None 
     after = metric_row(validate(run))
     target = output or loaded.checkpoint.with_name(f"{loaded.checkpoint.stem}-refit.pt")
     state = dict(loaded.state, model=run.network.state_dict(), refit={"from": str(loaded.checkpoint), "rows": rows})
-    with atomic_path(target) as tmp:
-        torch.save(state, tmp)
+    save_checkpoint(state, target)
     return {"checkpoint": str(target), "from": str(loaded.checkpoint), "rows": rows, "before": before, "after": after}

@@ -1,18 +1,13 @@
-"""Readable reports of training runs: one run in detail, or several side by side, as table/json/markdown/csv.
+"""What run directories say about themselves, as data: records, comparison rows, one run in detail.
 
-Pure rendering: records in, rich renderables or text out. Plots live in ``plots``.
+Rendering (tables, markdown, csv) lives in ``cli.render``, figures in ``cli.plots``.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-
-from rich.table import Table
-from rich.text import Text
 
 from mdn_cli.errors import MdnError
 from mdn_cli.fileio import read_json
@@ -97,85 +92,7 @@ def comparison_rows(records: list[RunRecord], which: str = "last") -> list[dict]
     return rows
 
 
-def render_runs(records: list[RunRecord], fmt: str = "table", which: str = "last"):
-    """The side-by-side comparison: a rich Table for 'table', else a string."""
-    rows = comparison_rows(records, which)
-    columns = list(dict.fromkeys(key for row in rows for key in row))
-    if fmt == "json":
-        return json.dumps({"epoch": which, "runs": rows}, indent=2)
-    if fmt == "csv":
-        return _csv_text(rows)
-    # for reading, runs are columns and metrics rows: baseline and MDN sit next to each other
-    header = ["", *(str(row["run"]) for row in rows)]
-    cells = [[c, *(_cell(row.get(c)) for row in rows)] for c in columns if c != "run"]
-    if fmt == "markdown":
-        return markdown_table(header, cells)
-    return rich_table(f"runs ({which} epoch)", header, cells, ["left"] + ["right"] * (len(header) - 1))
-
-
-def render_records(header: list[str], cells: list[list[str]], records: list[dict], fmt: str, title: str):
-    """Records as JSON (from ``records``), or as CSV, markdown or a rich table (from ``cells``)."""
-    if fmt == "json":
-        return json.dumps(records, indent=2)
-    if fmt == "csv":
-        return csv_table(header, cells)
-    if fmt == "markdown":
-        return markdown_table(header, cells)
-    return rich_table(title, header, cells)
-
-
-def rich_table(title: str, header: list[str], cells: list[list[str]], justify: list[str] | None = None) -> Table:
-    """Text cells as a rich Table; cells are plain text, never markup (``dcor2[cf|all]``)."""
-    table = Table(title=title, title_justify="left")
-    for name, side in zip(header, justify or ["left"] * len(header)):
-        table.add_column(name, justify=side)
-    for row in cells:
-        table.add_row(*map(Text, row))
-    return table
-
-
-def markdown_table(header: list[str], rows: list[list[str]]) -> str:
-    """A GitHub-flavoured markdown table."""
-    return "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in rows])
-
-
-def csv_table(header: list[str], rows: list[list]) -> str:
-    """A CSV text with a header line (None is written as an empty cell)."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows(rows)
-    return buffer.getvalue()
-
-
-def _csv_text(rows: list[dict]) -> str:
-    """Rows as CSV, with the union of their keys (in first-seen order) as the header."""
-    header = list(dict.fromkeys(k for row in rows for k in row))
-    return csv_table(header, [[row.get(k) for k in header] for row in rows])
-
-
-def _cell(value) -> str:
-    if value is None:
-        return "n/a"
-    if isinstance(value, float):
-        return f"{value:.4f}"
-    return str(value)
-
-
 # -- one run in detail -------------------------------------------------------------------------
-SPARK = "▁▂▃▄▅▆▇█"
-
-
-def sparkline(values: list) -> str:
-    """One character per value, scaled between the series' min and max (' ' where missing)."""
-    present = [v for v in values if v is not None]
-    if not present:
-        return ""
-    low, high = min(present), max(present)
-    span = high - low
-    return "".join(" " if v is None else SPARK[0 if span == 0 else min(len(SPARK) - 1, int((v - low) / span * len(SPARK)))] for v in values)
-
-
 def spec_summary(record: RunRecord) -> dict:
     """What was trained, in a few keys: data roles, model and MDN placement, training settings."""
     config, summary = record.config, record.summary
@@ -215,70 +132,6 @@ def run_detail(record: RunRecord) -> dict:
         "epochs": [m.get("epoch") for m in record.history],
         "dcor2_per_epoch": record.dcor_history(),
     }
-
-
-def _metric_rows(detail: dict) -> list[list[str]]:
-    keys = [k for k in ("epoch", "train_loss", "val_loss", "val_acc", "seconds") if any(k in (detail[w] or {}) for w in ("best", "last"))]
-    return [["", *keys]] + [[which, *(_cell((detail[which] or {}).get(k)) for k in keys)] for which in ("best", "last")]
-
-
-def _dcor_rows(detail: dict) -> list[list[str]]:
-    rows = [["column", "stratum", "first", "best epoch", "last", "per epoch"]]
-    epochs = detail["epochs"]
-    best_epoch = (detail["best"] or {}).get("epoch")
-    at_best = epochs.index(best_epoch) if best_epoch in epochs else None
-    for column, strata in detail["dcor2_per_epoch"].items():
-        for stratum, values in strata.items():
-            rows.append([column, stratum, _cell(values[0]), _cell(values[at_best] if at_best is not None else None), _cell(values[-1]), sparkline(values)])
-    return rows
-
-
-def _spec_rows(spec: dict) -> list[list[str]]:
-    def text(value):
-        if isinstance(value, list):
-            return ", ".join(map(str, value)) or "none"
-        if isinstance(value, dict):
-            return " / ".join(f"{k} {v}" for k, v in value.items())
-        return f"{value:g}" if isinstance(value, float) else _cell(value)
-
-    return [[key, text(value)] for key, value in spec.items() if key != "run"]
-
-
-def render_detail(record: RunRecord, fmt: str = "table"):
-    """One run: spec summary, best/last metrics, dcor² per column and class with a sparkline."""
-    detail = run_detail(record)
-    if fmt == "json":
-        return json.dumps({"run": record.name, **detail}, indent=2)
-    if fmt == "csv":  # the per-epoch history, flat: one row per epoch
-        rows = comparison_rows([RunRecord(record.name, record.summary, [m]) for m in record.history], "last")
-        for row in rows:
-            row.pop("epochs", None)
-        return _csv_text(rows)
-    sections = [("spec", [["key", "value"], *_spec_rows(detail["spec"])]), ("metrics", _metric_rows(detail)), ("dcor² of the monitored layer", _dcor_rows(detail))]
-    if fmt == "markdown":
-        parts = [f"## Run {record.name}"]
-        for title, rows in sections:
-            parts += [f"### {title}", "", markdown_table(rows[0], rows[1:]), ""]
-        return "\n".join(parts)
-    from rich.console import Group
-
-    tables = []
-    for title, rows in sections:
-        justify = ["left" if i == 0 or name in ("stratum", "value", "per epoch") else "right" for i, name in enumerate(rows[0])]
-        tables.append(rich_table(f"{record.name}: {title}", rows[0], rows[1:], justify))
-    return Group(*tables)
-
-
-def render_refit(result: dict, fmt: str = "table"):
-    """`mdn refit`'s result: the validation metrics with the running and with the refitted betas."""
-    names = list(dict.fromkeys([*result["before"], *result["after"]]))
-    cells = [[name, _cell(result["before"].get(name)), _cell(result["after"].get(name))] for name in names]
-    return render_records(["validation", "before (running beta)", "after (refitted beta)"], cells, result, fmt, f"refit of {result['from']}")
-
-
-def render_report(records: list[RunRecord], fmt: str = "table", which: str = "last"):
-    """One run in detail, several side by side."""
-    return render_detail(records[0], fmt) if len(records) == 1 else render_runs(records, fmt, which)
 
 
 def load_audit(path: str | Path) -> dict:

@@ -12,7 +12,7 @@ import contextlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import h5py
 import numpy as np
@@ -20,80 +20,19 @@ import pandas as pd
 import torch
 
 from mdn_cli import __version__
-from mdn_cli.data import align_table, open_h5_dataset, read_ids, read_table
-from mdn_cli.design import DesignMatrix, gram_inverse
+from mdn_cli.data.design import DesignMatrix, apply_design
+from mdn_cli.data.features import FeatureFile
+from mdn_cli.data.h5 import create_chunked
+from mdn_cli.data.tables import align_table, read_table
 from mdn_cli.errors import MdnError
 from mdn_cli.fileio import atomic_path, read_json
-from mdn_cli.nn import batch_beta, metadata_norm
+from mdn_cli.nn import CollinearDesignError, batch_beta, gram_inverse, metadata_norm
 
 MODEL_FORMAT = "mdn-residualizer"
 MODEL_VERSION = 1
-CHUNK_ROWS = 4096
 
 
-def apply_design(design: DesignMatrix, table: pd.DataFrame, where: str) -> np.ndarray:
-    """Design rows of ``table`` for applying a fitted MDN (float64).
-
-    Preserved columns are optional here: the output never uses their part, so an absent one is
-    filled with a neutral value (its mean or reference level). Metadata columns are required.
-    """
-    missing = [c for c in design.metadata if c not in table.columns]
-    if missing:
-        raise MdnError(
-            f"the table has no metadata column(s) {', '.join(map(repr, missing))}, which are needed to remove their effect.",
-            where=where,
-            hint=f"columns are: {', '.join(map(str, table.columns))}.",
-        )
-    neutral = {enc.name: enc.mean if enc.kind == "numeric" else enc.levels[0] for enc in design.encodings or [] if enc.name in design.preserve and enc.name not in table.columns}
-    try:
-        return design.transform(table.assign(**neutral) if neutral else table)
-    except MdnError as exc:
-        raise MdnError(exc.message, where=f"{where}, column {exc.where}" if exc.where else where, hint=exc.hint) from None
-
-
-# -- feature files -----------------------------------------------------------------------------
-@dataclass
-class Features:
-    """A dataset of per-sample features in an HDF5 file (samples on axis 0), and its ids."""
-
-    path: Path
-    dataset: str
-    shape: tuple[int, ...]
-    ids: np.ndarray | None
-    attrs: dict = field(default_factory=dict)
-
-    @property
-    def num_features(self) -> int:
-        return int(np.prod(self.shape[1:]))
-
-    def chunks(self, rows: int = CHUNK_ROWS) -> Iterator[tuple[slice, np.ndarray]]:
-        """(rows, float64 (m, d) block) in file order; NaN/Inf are an error naming the rows."""
-        with h5py.File(self.path, "r") as f:
-            ds = f[self.dataset]
-            for start in range(0, self.shape[0], rows):
-                part = slice(start, min(start + rows, self.shape[0]))
-                block = np.asarray(ds[part], dtype=np.float64).reshape(part.stop - part.start, -1)
-                bad = np.flatnonzero(~np.isfinite(block).all(axis=1))
-                if len(bad):
-                    names = (self.ids[part][bad] if self.ids is not None else bad + start)[:5]
-                    raise MdnError(f"features contain NaN or Inf (rows/ids {', '.join(map(str, names))}).", where=f"{self.path}:{self.dataset}", hint="fix or drop those samples.")
-                yield part, block
-
-
-def open_features(path: str | Path, dataset: str = "features") -> Features:
-    path = Path(path)
-    with open_h5_dataset(path, dataset, option="--dataset") as node:
-        shape = tuple(node.shape)
-        attrs = {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in node.file.attrs.items()}
-    if len(shape) < 2 or shape[0] == 0:
-        raise MdnError(f"dataset {dataset!r} has shape {shape}; expected (n_samples, features...).", where=str(path), hint=None)
-    ids = read_ids(path, "ids")
-    if ids is not None and len(ids) != shape[0]:
-        raise MdnError(f"ids has {len(ids)} entries for {shape[0]} feature rows.", where=str(path), hint="the file is inconsistent; extract it again.")
-    return Features(path, dataset, shape, ids, attrs)
-
-
-def aligned_table(features: Features, table_source: str | Path, id_column: str | None = None) -> pd.DataFrame:
+def aligned_table(features: FeatureFile, table_source: str | Path, id_column: str | None = None) -> pd.DataFrame:
     """The table (a CSV path, or - for stdin) in feature order: joined by id when both sides have ids, else by row order.
 
     The id column is read as text, so ids such as '007' match the file's ids.
@@ -105,18 +44,6 @@ def aligned_table(features: Features, table_source: str | Path, id_column: str |
     return align_table(table, features.ids if id_column else None, id_column, features.shape[0], str(table_source), f"{features.path}:{features.dataset}")
 
 
-def rows_where(table: pd.DataFrame, condition: str, table_name: str) -> np.ndarray:
-    """Boolean mask of ``COLUMN=VALUE`` (e.g. ``split=train``), compared as text."""
-    column, sep, value = condition.partition("=")
-    if not sep or not column:
-        raise MdnError(f"{condition!r} is not of the form COLUMN=VALUE.", where="--fit-on", hint="e.g. --fit-on split=train.")
-    if column not in table.columns:
-        raise MdnError(f"the table has no column {column!r}.", where=table_name, hint=f"columns are: {', '.join(map(str, table.columns))}.")
-    mask = (table[column].astype(str) == value).to_numpy()
-    if not mask.any():
-        found = ", ".join(sorted(table[column].astype(str).unique())[:10])
-        raise MdnError(f"no feature row has {column}={value} (values: {found}).", where="--fit-on", hint="fit on rows that exist in the features.")
-    return mask
 
 
 # -- the model ---------------------------------------------------------------------------------
@@ -147,13 +74,16 @@ class Residualizer:
         return cls(design, beta, state.get("info", {}))
 
 
-def fit(features: Features, table: pd.DataFrame, columns: Sequence[str], preserve: Sequence[str] = (), categorical: Sequence[str] = (),
+def fit(features: FeatureFile, table: pd.DataFrame, columns: Sequence[str], preserve: Sequence[str] = (), categorical: Sequence[str] = (),
         fit_rows: np.ndarray | None = None, ridge: float = 0.0) -> Residualizer:
     """beta of the features on ``[preserve | columns | intercept]`` over ``fit_rows`` (default: all)."""
     mask = np.ones(features.shape[0], bool) if fit_rows is None else np.asarray(fit_rows, bool)
     design = DesignMatrix(columns, preserve, categorical).fit(table[mask])
     x = design.transform(table)
-    gram_inv = torch.from_numpy(gram_inverse(x[mask], design.column_names, ridge))
+    try:
+        gram_inv = torch.from_numpy(gram_inverse(x[mask], design.column_names, ridge))
+    except CollinearDesignError as exc:
+        raise MdnError(str(exc), where=str(features.path), hint="drop one of those columns from --columns/--preserve, or set --ridge (e.g. 1e-3).") from None
     beta = torch.zeros(design.num_columns, features.num_features, dtype=torch.float64)
     for part, block in features.chunks():
         used = mask[part]
@@ -163,7 +93,7 @@ def fit(features: Features, table: pd.DataFrame, columns: Sequence[str], preserv
     return Residualizer(design, beta.numpy(), info)
 
 
-def apply(model: Residualizer, features: Features, table: pd.DataFrame, table_name: str, output: str | Path,
+def apply(model: Residualizer, features: FeatureFile, table: pd.DataFrame, table_name: str, output: str | Path,
           save_model: str | Path | None = None) -> dict:
     """Write ``features - X[:, metadata+intercept] beta`` (float32, same shape and dataset path) to ``output``.
 
@@ -188,11 +118,9 @@ def apply(model: Residualizer, features: Features, table: pd.DataFrame, table_na
             "model": str(save_model) if save_model is not None else None}
 
 
-def _write_clean(model: Residualizer, features: Features, x: torch.Tensor, f: h5py.File) -> None:
+def _write_clean(model: Residualizer, features: FeatureFile, x: torch.Tensor, f: h5py.File) -> None:
     beta = torch.from_numpy(model.beta)
-    chunk_rows = max(1, min(features.shape[0], (1 << 20) // (4 * features.num_features)))
-    out = f.create_dataset(features.dataset, shape=features.shape, dtype="float32", chunks=(chunk_rows, *features.shape[1:]),
-                           compression="gzip", compression_opts=4, shuffle=True)
+    out = create_chunked(f, features.dataset, features.shape)
     for part, block in features.chunks():
         clean = metadata_norm(torch.from_numpy(block), x[part], beta, model.design.num_preserved)
         out[part] = clean.numpy().reshape(-1, *features.shape[1:]).astype(np.float32)

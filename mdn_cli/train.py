@@ -18,14 +18,15 @@ from torch import nn
 
 from mdn_cli import distributed
 from mdn_cli.audit import audit_features
-from mdn_cli.data import TrainingData, load_training_data
+from mdn_cli.config import Spec, dump_spec, same_training, spec_hash
+from mdn_cli.data.training import TrainingData, load_training_data
+from mdn_cli.distributed import resolve_device
 from mdn_cli.errors import MdnError
-from mdn_cli.fileio import atomic_path, atomic_write_text, interrupts_deferred
+from mdn_cli.fileio import atomic_write_text, interrupts_deferred
 from mdn_cli.models import Network, build_network
-from mdn_cli.nn import fit_gram, mdn_penalty, metadata, metadata_norm_layers, penalty_parameters, set_sync
-from mdn_cli.spec import Spec, dump_spec, spec_hash
+from mdn_cli.nn import CollinearDesignError, fit_gram, mdn_penalty, metadata, metadata_norm_layers, penalty_parameters, set_sync
+from mdn_cli.runs import CHECKPOINT_FORMAT, check_run_dir, load_checkpoint, save_checkpoint
 
-CHECKPOINT_FORMAT = 1
 Progress = Callable[..., None]
 
 
@@ -39,21 +40,16 @@ class Run:
     device: torch.device
 
 
-def resolve_device(name: str, where: str = "train.device") -> torch.device:
-    """auto: the GPU when there is one; asking for cuda without one is an input error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise MdnError("CUDA is not available on this machine.", where=where, hint="use cpu or auto.")
-    return torch.device(name)
-
-
 def build_run(spec: Spec) -> Run:
     """Load and check the data, build the model with MDN, fit the Gram inverse on the train rows."""
     data = load_training_data(spec, spec.train.seed)
     torch.manual_seed(spec.train.seed)
     network = build_network(spec, data.design.num_columns, data.design.num_preserved, data.sample_shape, data.num_outputs)
-    fit_gram(network, data.design_rows[data.splits["train"]].double(), data.design.column_names, spec.mdn.ridge)
+    try:
+        fit_gram(network, data.design_rows[data.splits["train"]].double(), data.design.column_names, spec.mdn.ridge)
+    except CollinearDesignError as exc:
+        raise MdnError(str(exc), where=str(spec.data.table),
+                       hint="drop one of those columns from data.metadata or mdn.preserve, merge rare categories, or set mdn.ridge (e.g. 1e-3).") from None
     device = distributed.device_for(resolve_device(spec.train.device))
     return Run(spec, data, network.to(device), device)
 
@@ -200,14 +196,13 @@ class Trainer:
         }
 
     def _save(self, state: dict, name: str) -> None:
-        with atomic_path(self.checkpoint_dir / name) as tmp:
-            torch.save(state, tmp)
+        save_checkpoint(state, self.checkpoint_dir / name)
 
     def resume(self) -> None:
         path = self.checkpoint_dir / "last.pt"
         if not path.exists():
             raise MdnError("nothing to resume: no checkpoints/last.pt.", where=str(self.run_dir), hint="start the run without --resume.")
-        state = torch.load(path, map_location=self.run.device, weights_only=False)
+        state = load_checkpoint(path)
         if not same_training(state["config"], dump_spec(self.run.spec)):
             raise MdnError(
                 "the spec differs from the one this run was started with (only train.epochs may change on resume).",
@@ -316,24 +311,6 @@ class Trainer:
             "best": next((m for m in self.history if m["epoch"] == best_epoch), None),
             "last": self.history[-1] if self.history else None,
         }
-
-
-def same_training(config_a: str, config_b: str) -> bool:
-    """Whether two resolved specs (YAML text) describe the same training, up to train.epochs."""
-    import yaml
-
-    def without_epochs(text: str) -> str:
-        config = yaml.safe_load(text)
-        config.get("train", {}).pop("epochs", None)
-        return json.dumps(config, sort_keys=True)
-
-    return without_epochs(config_a) == without_epochs(config_b)
-
-
-def check_run_dir(run_dir: Path, resume: bool) -> None:
-    """A new training must not overwrite a run directory that already holds one."""
-    if not resume and (Path(run_dir) / "checkpoints" / "last.pt").exists():
-        raise MdnError("this run directory already holds a training.", where=str(run_dir), hint="add --resume to continue it, or choose another -o.")
 
 
 def train(spec: Spec, run_dir: str | Path, *, resume: bool = False, progress: Progress | None = None) -> dict:

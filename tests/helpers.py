@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+import torch
 import yaml
 
 SMALL_MDN = [
@@ -75,8 +77,8 @@ def run_cli(*args, env: dict | None = None, timeout: float = 600) -> subprocess.
 
 def make_small_data(folder: Path, per_group: int = 60, seed: int = 1) -> Path:
     """Write `mdn synth` data (images.h5, meta.csv) into ``folder`` and return it."""
-    from mdn_cli.data import write_dataset
-    from mdn_cli.synth import make_synthetic
+    from mdn_cli.data.synthetic import write_dataset
+    from mdn_cli.data.synthetic import make_synthetic
 
     dataset = make_synthetic(per_group, seed)
     write_dataset(folder, dataset.images, dataset.table)
@@ -86,3 +88,25 @@ def make_small_data(folder: Path, per_group: int = 60, seed: int = 1) -> Path:
 def no_leftovers(folder: Path) -> list[Path]:
     """Temporary files of atomic writes that should never survive."""
     return [p for p in Path(folder).rglob("*.tmp")]
+
+
+# -- numeric references -----------------------------------------------------------------------
+def make_design(rng: np.random.Generator, n: int, num_preserved: int = 1, num_meta: int = 2) -> np.ndarray:
+    """``[preserved | metadata | intercept]``: a binary label, correlated metadata, ones."""
+    label = rng.integers(0, 2, size=(n, num_preserved)).astype(np.float64)
+    meta = rng.normal(size=(n, num_meta)) + 0.5 * label[:, :1]
+    return np.concatenate([label, meta, np.ones((n, 1))], axis=1)
+
+
+def make_features(rng: np.random.Generator, x: np.ndarray, num_features: int) -> np.ndarray:
+    """Features with a real linear dependence on every design column, plus noise."""
+    coef = rng.normal(size=(x.shape[1], num_features)) * 3.0
+    return x @ coef + rng.normal(size=(x.shape[0], num_features))
+
+
+def ols(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    return np.linalg.lstsq(x, y, rcond=None)[0]
+
+
+def t(a: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(a))

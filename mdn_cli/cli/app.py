@@ -1,0 +1,179 @@
+"""The `mdn` typer app and what every command shares: consoles, output, formats, the entry point.
+
+Exit codes: 0 success (or audit below threshold), 1 a `--fail-above` threshold exceeded,
+2 usage or input error, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import io
+import os
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+from mdn_cli import __version__
+from mdn_cli.errors import MdnError
+
+EXIT_OK, EXIT_THRESHOLD, EXIT_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+app = typer.Typer(
+    name="mdn",
+    help=(
+        "Feature debiasing with Metadata Normalization (MDN).\n\n"
+        "Train networks with MDN layers that regress metadata (site, age, scanner...) out of their "
+        "features, extract features, audit them with distance correlation, and report.\n\n"
+        "Example: mdn synth data/ && mdn train sample_data/synthetic/mdn.yaml -o runs/mdn"
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+
+def _color_enabled(stream) -> bool:
+    return stream.isatty() and "NO_COLOR" not in os.environ
+
+
+def err_console() -> Console:
+    """Console for progress and messages: stderr, colour only on a TTY without NO_COLOR."""
+    return Console(stderr=True, no_color=not _color_enabled(sys.stderr), highlight=False, soft_wrap=True)
+
+
+def out_console() -> Console:
+    """Console for data on stdout (tables), colour only on a TTY without NO_COLOR."""
+    return Console(no_color=not _color_enabled(sys.stdout), highlight=False, soft_wrap=True)
+
+
+class Device(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+class OutputFormat(str, Enum):
+    table = "table"
+    json = "json"
+    csv = "csv"
+    markdown = "markdown"
+
+
+def emit(text: str, output: Optional[Path]) -> None:
+    """Write machine output to stdout, or atomically to ``output``."""
+    if output is None:
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+        sys.stdout.flush()
+        return
+    from mdn_cli.fileio import atomic_write_text
+
+    atomic_write_text(output, text if text.endswith("\n") else text + "\n")
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        typer.echo(f"mdn {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", help="Print the version and exit.", callback=_version_callback, is_eager=True
+    ),
+) -> None:
+    """Feature debiasing with Metadata Normalization (MDN)."""
+
+
+def reuse_freed_memory() -> bool:
+    """Make glibc's malloc keep freed memory for reuse instead of unmapping it; True if it could.
+
+    A training step frees and reallocates feature maps of the same sizes; by default glibc returns
+    blocks above its mmap threshold to the system on free, so every new map is page-faulted in
+    again. Keeping them is what jemalloc or tcmalloc would do (PyTorch's CPU tuning advice): the
+    shipped MDN spec trains 18% faster on the CPU, an eval pass a third faster (benchmarks/README.md),
+    for memory that is given back at exit rather than between steps. ``MDN_MALLOC=system`` leaves glibc's
+    defaults; other C libraries are left alone.
+    """
+    if os.environ.get("MDN_MALLOC") == "system" or not sys.platform.startswith("linux"):
+        return False
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):  # not glibc
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    return bool(mallopt(m_mmap_threshold, 1 << 30) and mallopt(m_trim_threshold, 1 << 30))
+
+
+def main() -> None:
+    """Entry point: input errors become one paragraph on stderr and exit code 2 (traceback with MDN_DEBUG=1)."""
+    reuse_freed_memory()
+    try:
+        app()
+    except MdnError as exc:
+        if os.environ.get("MDN_DEBUG") == "1":
+            raise
+        err_console().print(f"error: {exc.render()}", markup=False)
+        sys.exit(EXIT_INPUT)
+
+
+def show(rendered, output: Optional[Path]) -> None:
+    """Print a rich renderable (table format) or emit text (json, csv, markdown)."""
+    if isinstance(rendered, str):
+        emit(rendered, output)
+    elif output is not None:
+        buffer = io.StringIO()
+        Console(file=buffer, no_color=True, width=160).print(rendered)
+        emit(buffer.getvalue(), output)
+    else:
+        out_console().print(rendered)
+
+
+def names(text: Optional[str]) -> Optional[list[str]]:
+    return None if text is None else [name.strip() for name in text.split(",") if name.strip()]
+
+
+class row_progress:
+    """A progress bar of rows on stderr (a terminal only), yielding the callback to advance it."""
+
+    def __init__(self, quiet: bool, label: str):
+        self.enabled, self.label, self.bar = not quiet and err_console().is_terminal, label, None
+
+    def __enter__(self):
+        if not self.enabled:
+            return None
+        from rich.progress import Progress
+
+        self.bar = Progress(console=err_console(), transient=True)
+        self.bar.start()
+        task = self.bar.add_task(self.label, total=None)
+        return lambda done, total: self.bar.update(task, completed=done, total=total)
+
+    def __exit__(self, *exc) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+def show_summary(result: dict, fmt: OutputFormat, title: str) -> None:
+    """A command's result: JSON on stdout with --format json, else a short key/value table."""
+    import json
+
+    from mdn_cli.cli.render import render_records
+
+    flat = {k: (json.dumps(v) if isinstance(v, (dict, list)) else ("" if v is None else str(v))) for k, v in result.items()}
+    show(render_records(["key", "value"], [[k, v] for k, v in flat.items()], result, fmt, title), None)
+
+
+def load_spec(spec_path: Path, overrides: list[str]):
+    from mdn_cli.config import load_spec as load
+
+    return load(spec_path, overrides)
+
+
+SPEC_ARG = typer.Argument(..., help="YAML spec describing data, model, MDN and training.", metavar="SPEC")
+SET_OPT = typer.Option([], "--set", help="Override a spec key, e.g. --set train.epochs=5 (repeatable).")

@@ -1,0 +1,56 @@
+"""`mdn extract`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from mdn_cli.cli.app import (
+    Device,
+    OutputFormat,
+    app,
+    row_progress,
+    show_summary,
+)
+from mdn_cli.errors import MdnError
+
+
+@app.command()
+def extract(
+    run_dir: Path = typer.Argument(..., help="Run directory of `mdn train`.", metavar="RUNDIR"),
+    layer: list[str] = typer.Option(..., "--layer", "-l", help="Layer whose features to write (repeatable; `mdn layers RUNDIR` lists them)."),
+    output: Path = typer.Option(..., "--output", "-o", help="HDF5 file to write: `features` (n, d), or `features/<layer>` for several layers, and `ids`."),
+    checkpoint: str = typer.Option("best", "--checkpoint", help="best, last, a NAME in the run's checkpoints/ (e.g. best-refit), or a PATH."),
+    split: str = typer.Option("val", "--split", help="Rows of the run's data: train, val, test or all."),
+    inputs: Optional[Path] = typer.Option(None, "--inputs", help="New data instead of a split: HDF5 inputs (same dataset names as the spec)."),
+    table: Optional[str] = typer.Option(None, "--table", help="The table of --inputs (CSV with the spec's metadata columns; - for stdin)."),
+    meta_out: Optional[Path] = typer.Option(None, "--meta-out", help="Also write the matching table rows (id, label, metadata) as CSV."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Rows per forward pass (default: the spec's)."),
+    device: Optional[Device] = typer.Option(None, "--device", help="Where the model runs (default: the spec's train.device)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
+    fmt: OutputFormat = typer.Option(OutputFormat.table, "--format", help="Format of the summary on stdout."),
+) -> None:
+    """Write a trained model's features of one or more layers to HDF5, batch by batch.
+
+    MDN layers run in eval mode with their running beta and each row's metadata, as in the
+    paper. The file is self-describing (layer, run, checkpoint, spec hash, split, tool version)
+    and written under a temporary name, then renamed. With --meta-out, `mdn audit` takes the pair.
+
+    Example: mdn extract runs/mdn --layer fc1 --split val -o fc1.h5 --meta-out fc1.csv
+    """
+    from mdn_cli.extract import extract as run_extract
+    from mdn_cli.extract import file_source, split_source
+    from mdn_cli.runs import load_run
+
+    if (inputs is None) != (table is None):
+        raise MdnError("--inputs and --table go together.", where="--inputs" if inputs is None else "--table", hint="give both for new data, or neither to use --split.")
+    loaded = load_run(run_dir, checkpoint, device.value if device else None)
+    for name in layer:
+        loaded.network.feature_module(name)  # unknown names fail here, before any output exists
+    source = file_source(loaded, inputs, table) if inputs is not None else split_source(loaded, split)
+    progress = row_progress(quiet, "extract")
+    with progress as advance:
+        result = run_extract(loaded, layer, source, output, meta_out=meta_out, batch_size=batch_size, progress=advance)
+    show_summary(result, fmt, f"wrote {output}")

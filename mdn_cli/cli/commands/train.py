@@ -1,0 +1,106 @@
+"""`mdn train`."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from mdn_cli.cli.app import (
+    EXIT_INTERRUPTED,
+    SET_OPT,
+    SPEC_ARG,
+    Device,
+    OutputFormat,
+    app,
+    emit,
+    err_console,
+    load_spec,
+    show,
+)
+
+
+@app.command()
+def validate(spec_path: Path = SPEC_ARG, overrides: list[str] = SET_OPT) -> None:
+    """Check a spec and report every problem at once, with key paths and line numbers.
+
+    Checks the schema, the data files, the table's columns and the model (built with a dry run).
+
+    Example: mdn validate sample_data/synthetic/mdn.yaml --set train.lr=1e-3
+    """
+    from mdn_cli.nn import metadata_norm_layers
+    from mdn_cli.train import build_run
+
+    run = build_run(load_spec(spec_path, overrides))
+    splits = run.data.splits
+    err_console().print(
+        f"{spec_path}: valid ({len(splits['train'])} train / {len(splits['val'])} val rows; design columns "
+        f"{', '.join(run.data.design.column_names)}; {len(metadata_norm_layers(run.network))} MDN layer(s))",
+        markup=False,
+    )
+
+
+@app.command()
+def train(
+    spec_path: Path = SPEC_ARG,
+    output: Path = typer.Option(..., "--output", "-o", help="Run directory for config, metrics and checkpoints."),
+    overrides: list[str] = SET_OPT,
+    resume: bool = typer.Option(False, "--resume", help="Continue from RUNDIR/checkpoints/last.pt."),
+    print_config: bool = typer.Option(False, "--print-config", help="Print the resolved spec and exit."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
+    fmt: OutputFormat = typer.Option(OutputFormat.table, "--format", help="Format of the summary on stdout."),
+    device: Optional[Device] = typer.Option(None, "--device", help="Where to train (overrides train.device)."),
+    nproc: int = typer.Option(1, "--nproc", min=1, help="Train in N processes with DistributedDataParallel (runs torchrun; train.batch_size is per process)."),
+) -> None:
+    """Train a model with MDN where the spec says (or a baseline without), into RUNDIR.
+
+    Writes RUNDIR/config.yaml, metrics.jsonl (loss, accuracy and dcor² of the monitored layer
+    per epoch), checkpoints/last.pt and best.pt, and summary.json. Ctrl-C keeps the last
+    epoch's checkpoint; --resume continues from it with the same results. The MDN variant
+    (batch, recursive, penalty) is `mdn.variant` in the spec. Under torchrun (or --nproc N) the
+    MDN statistics are synchronised over the processes and only rank 0 writes.
+
+    Example: mdn train sample_data/synthetic/mdn.yaml -o runs/mdn --set train.epochs=5
+    Example: mdn train sample_data/synthetic/mdn.yaml -o runs/ddp --nproc 2 --set train.batch_size=100
+    """
+    from mdn_cli.config import dump_spec
+    from mdn_cli.train import train as run_training
+
+    if device is not None:
+        overrides = [*overrides, f"train.device={device.value}"]
+    spec = load_spec(spec_path, overrides)
+    if print_config:
+        emit(dump_spec(spec), None)
+        return
+    if nproc > 1 and "WORLD_SIZE" not in os.environ:
+        from mdn_cli.distributed import launch
+        from mdn_cli.runs import check_run_dir
+
+        check_run_dir(output, resume)
+
+        argv = ["train", str(spec_path), "-o", str(output), "--format", fmt.value, *[a for o in overrides for a in ("--set", o)]]
+        argv += ["--resume"] * resume + ["--quiet"] * quiet
+        code = launch(nproc, argv)
+        if code:
+            raise typer.Exit(code)
+        return
+    from mdn_cli.cli.progress import TrainingProgress
+
+    try:
+        with TrainingProgress(err_console(), enabled=not quiet) as progress:
+            summary = run_training(spec, output, resume=resume, progress=progress)
+    except KeyboardInterrupt:
+        err_console().print(f"interrupted: {output}/checkpoints/last.pt holds the last finished epoch; continue with --resume.", markup=False)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    if not summary:  # a DDP rank other than 0: rank 0 reports
+        return
+    if fmt == OutputFormat.json:
+        emit(json.dumps(summary, indent=2), None)
+        return
+    from mdn_cli.cli.render import render_runs
+    from mdn_cli.report import RunRecord
+
+    show(render_runs([RunRecord.from_summary(summary)], fmt.value), None)

@@ -1,0 +1,148 @@
+"""Loading a spec (read, override, resolve paths, validate: every problem at once), dumping and hashing it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from mdn_cli.config.issues import Problem, SpecError, SpecIssue, path_text, make_issue, suggest
+from mdn_cli.config.overrides import apply_override
+from mdn_cli.config.schema import SECTIONS, VARIANT_KEYS, Spec, cross_section_problems
+from mdn_cli.config.translate import translate
+from mdn_cli.config.yamlio import Dumper, Flow, Loader, node_lines, show_value, yaml_issue
+
+def _read_text(path: Path) -> str:
+    def fail(message: str, hint: str) -> SpecError:
+        return SpecError([SpecIssue("", None, message, hint)], where=str(path))
+
+    if path.is_dir():
+        found = sorted(p.name for p in path.glob("*.y*ml"))
+        raise fail("is a directory, not a spec file",
+                   f"pass one of its YAML files: {', '.join(found)}." if found else "pass the YAML spec file itself.")
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise fail("spec file not found", "check the path; `sample_data/synthetic/mdn.yaml` is an example spec.") from None
+    except UnicodeDecodeError:
+        raise fail("is not UTF-8 text", "a spec is a YAML text file.") from None
+    except OSError as exc:
+        raise fail(f"cannot read it ({exc.strerror})", "check the file's permissions.") from None
+
+
+def _resolve_paths(raw: dict[str, Any], base: Path, check_files: bool = True) -> list[Problem]:
+    """Make `data.inputs` and `data.table` absolute (relative to the spec's folder) and check they exist."""
+    data = raw.get("data")
+    problems = []
+    for key in ("inputs", "table"):
+        if not isinstance(data, dict) or not isinstance(data.get(key), str):
+            continue
+        resolved = Path(os.path.normpath(base / Path(data[key]).expanduser()))
+        data[key] = str(resolved)
+        if resolved.is_dir():
+            problems.append((("data", key), f"{resolved} is a directory, not a file", "name the file inside it."))
+        elif check_files and not resolved.exists():
+            problems.append((("data", key), f"file not found: {resolved}", f"paths are relative to the spec file's folder ({base})."))
+    return problems
+
+
+def _raw_list(raw: dict[str, Any], section: str, key: str) -> list:
+    """``raw[section][key]`` if it is a list of hashable items, else [] (its own errors are reported elsewhere)."""
+    value = raw.get(section, {}).get(key) if isinstance(raw.get(section), dict) else None
+    return value if isinstance(value, list) and all(isinstance(v, (str, int, float)) for v in value) else []
+
+
+def load_spec(path: str | os.PathLike, overrides: Sequence[str] = (), check_files: bool = True) -> Spec:
+    """Read, override, validate. Raises one SpecError listing every problem found.
+
+    ``check_files=False`` accepts data files that do not exist (a trained run applied to new data).
+    """
+    path = Path(os.path.normpath(Path(path).expanduser().absolute()))
+    where = str(path)
+    text = _read_text(path)
+    try:
+        root = yaml.compose(text, Loader=Loader)
+        raw = yaml.load(text, Loader=Loader)
+    except yaml.YAMLError as exc:
+        raise SpecError([yaml_issue(exc)], where=where) from None
+    if not isinstance(raw, dict):
+        message = "the spec is empty" if raw is None else f"the top level must be a mapping (got {show_value(raw)})"
+        hint = "a spec has the sections data, model, mdn and train; see sample_data/synthetic/mdn.yaml."
+        raise SpecError([SpecIssue("", 1 if raw is not None else None, message, hint)], where=where)
+
+    lines: dict[str, int] = {}
+    problems: list[Problem] = []
+    node_lines(root, (), lines, problems)
+    issues, overridden = [], set()
+    for override in overrides:
+        key_path, found = apply_override(raw, override)
+        issues += [SpecIssue(path_text(loc), None, message, hint, from_override=True) for loc, message, hint in found]
+        overridden |= {key_path} if key_path else set()
+    problems += _resolve_paths(raw, path.parent, check_files)
+
+    sections: dict[str, BaseModel] = {}
+    for key in raw:
+        if key not in SECTIONS:
+            problems.append(((key,), "unknown section", suggest(key, list(SECTIONS), "sections")))
+    for name, section in SECTIONS.items():
+        if name not in raw and name != "mdn":
+            problems.append(((name,), "required section is missing", f"add a `{name}:` section; see sample_data/synthetic/mdn.yaml."))
+            continue
+        try:
+            sections[name] = section.model_validate({} if raw.get(name) is None else raw[name])
+        except ValidationError as exc:
+            for error in exc.errors(include_url=False):
+                problems += translate(error, (name,))
+    problems += cross_section_problems(*(_raw_list(raw, *key) for key in (("data", "metadata"), ("mdn", "preserve"), ("data", "categorical"))))
+
+    overridden_paths = frozenset(overridden)
+    issues += [make_issue(path_text(loc), message, hint, lines, overridden_paths) for loc, message, hint in problems]
+    if issues:
+        issues.sort(key=lambda i: (not i.from_override, i.line is None, i.line or 0))
+        raise SpecError(issues, where=where)
+    spec = Spec(**sections)
+    spec._source, spec._lines, spec._overridden = path, lines, overridden_paths
+    return spec
+
+
+def _plain(spec: Spec) -> dict[str, Any]:
+    """The spec as plain YAML/JSON data, without the keys a reader would not have written."""
+    data = spec.model_dump(mode="json")
+    for key, owner in VARIANT_KEYS.items():
+        if owner != spec.mdn.variant:
+            del data["mdn"][key]
+    model = data["model"]
+    for key in ("layers", "factory"):
+        if model[key] is None:
+            del model[key]
+    if not model["kwargs"]:
+        del model["kwargs"]
+    if "layers" in model:
+        model["layers"] = [Flow((k, v) for k, v in layer.items() if not (k == "name" and v is None)) for layer in model["layers"]]
+    return data
+
+
+def dump_spec(spec: Spec) -> str:
+    """The resolved spec as YAML (absolute paths): what `--print-config` shows and runs save."""
+    return yaml.dump(_plain(spec), Dumper=Dumper, sort_keys=False, allow_unicode=True, width=100, default_flow_style=None)
+
+
+def spec_hash(spec: Spec) -> str:
+    """Short stable id of what the spec asks for (not of how it was written): sha256 prefix."""
+    canonical = json.dumps(spec.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def same_training(config_a: str, config_b: str) -> bool:
+    """Whether two resolved specs (YAML text) describe the same training, up to train.epochs."""
+    def without_epochs(text: str) -> str:
+        config = yaml.safe_load(text)
+        config.get("train", {}).pop("epochs", None)
+        return json.dumps(config, sort_keys=True)
+
+    return without_epochs(config_a) == without_epochs(config_b)

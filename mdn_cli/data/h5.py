@@ -1,0 +1,107 @@
+"""HDF5: datasets with errors that list what a file has, input rows, ids, and the one chunked writer."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Iterator
+
+import h5py
+import numpy as np
+import torch
+
+from mdn_cli.errors import MdnError, listing
+
+IN_MEMORY_LIMIT = 2 * 1024**3  # inputs larger than this are read from disk batch by batch
+READ_CHUNK_ROWS = 4096
+CHUNK_BYTES = 1 << 20  # HDF5 chunks of about 1 MiB: good gzip ratio, small chunk cache
+
+
+@contextlib.contextmanager
+def open_h5_dataset(path: str | Path, dataset: str, option: str | None = None, hint: str | None = None) -> Iterator[h5py.Dataset]:
+    """An HDF5 file's dataset, or an MdnError naming the file and the datasets it does have.
+
+    ``option`` is how the user names another dataset (``--dataset``, ``data.dataset``): the hint
+    then shows it with an example; else ``hint`` is given as is.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise MdnError("file not found.", where=str(path), hint="check the path.")
+    try:
+        handle = h5py.File(path, "r")
+    except OSError as exc:
+        raise MdnError(f"cannot open as HDF5 ({exc}).", where=str(path), hint="expected an HDF5 file (.h5).") from None
+    with handle:
+        node = handle.get(dataset)
+        if not isinstance(node, h5py.Dataset):
+            group = node if isinstance(node, h5py.Group) else handle
+            names: list[str] = []
+            group.visititems(lambda name, obj: names.append(f"{group.name}/{name}".lstrip("/")) if isinstance(obj, h5py.Dataset) else None)
+            what = f"{dataset!r} is a group of datasets" if group is node else f"no dataset {dataset!r}"
+            if option is not None:
+                hint = f"choose one with {option}" + (f" (e.g. {option} {names[0]})." if names else ".")
+            raise MdnError(f"{what} (has: {listing(names, 10) or 'none'}).", where=str(path), hint=hint)
+        yield node
+
+
+
+class H5Rows:
+    """Rows of an HDF5 dataset, read in memory when small, else from disk batch by batch."""
+
+    def __init__(self, path: str | Path, dataset: str):
+        self.path, self.dataset = str(path), dataset
+        with open_h5_dataset(self.path, dataset, option="data.dataset") as ds:
+            self.shape, self.dtype = tuple(ds.shape), ds.dtype
+            self._memory = self._read_all(ds) if ds.size * 4 <= IN_MEMORY_LIMIT else None
+        if len(self.shape) < 2:
+            raise MdnError(f"dataset {dataset!r} has shape {self.shape}; expected (n_samples, ...).", where=self.path, hint=None)
+        self._file: h5py.File | None = None
+
+    @staticmethod
+    def _read_all(ds) -> np.ndarray:
+        out = np.empty(ds.shape, dtype=np.float32)
+        for start in range(0, ds.shape[0], READ_CHUNK_ROWS):
+            out[start : start + READ_CHUNK_ROWS] = ds[start : start + READ_CHUNK_ROWS]
+        return out
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def take(self, rows: np.ndarray) -> torch.Tensor:
+        """The given rows (any order, repeats allowed) as a float32 tensor."""
+        rows = np.asarray(rows, dtype=np.int64)
+        if self._memory is not None:
+            return torch.from_numpy(self._memory[rows])
+        if self._file is None:
+            self._file = h5py.File(self.path, "r")
+        unique, inverse = np.unique(rows, return_inverse=True)  # h5py wants increasing, distinct rows
+        block = self._file[self.dataset][unique]
+        return torch.from_numpy(np.ascontiguousarray(block[inverse.reshape(-1)], dtype=np.float32))
+
+
+
+def read_ids(path: str | Path, dataset: str) -> np.ndarray | None:
+    with h5py.File(path, "r") as f:
+        if dataset not in f:
+            return None
+        ids = f[dataset][:]
+    return np.array([v.decode() if isinstance(v, bytes) else v for v in ids]) if ids.dtype.kind in "OS" else ids
+
+
+
+def write_ids(f: h5py.File, ids: np.ndarray) -> None:
+    if ids.dtype.kind in "OUS":
+        f.create_dataset("ids", data=np.asarray(ids, dtype=object).astype(str).astype(object), dtype=h5py.string_dtype())
+    else:
+        f.create_dataset("ids", data=ids)
+
+
+def create_chunked(f: h5py.File, path: str, shape: tuple[int, ...], max_chunk_rows: int | None = None) -> h5py.Dataset:
+    """A float32 dataset of ``shape`` (samples first) in gzip-compressed chunks of about 1 MiB.
+
+    Chunks hold whole samples (``max_chunk_rows`` caps them, e.g. at the batch size written at
+    once), so streaming rows in costs one chunk at a time.
+    """
+    n, width = shape[0], int(np.prod(shape[1:], dtype=np.int64))
+    rows = max(1, min(n, max_chunk_rows or n, CHUNK_BYTES // (4 * max(width, 1))))
+    return f.create_dataset(path, shape=shape, dtype="float32", chunks=(rows, *shape[1:]), compression="gzip", compression_opts=4, shuffle=True)

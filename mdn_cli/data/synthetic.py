@@ -1,0 +1,76 @@
+"""The synthetic data set of the MDN paper (after BR-Net): a main factor and a confounder in pixels.
+
+Each 32x32 image has four 16x16 quadrants. A Gaussian bump that spans a quadrant is scaled by
+the main factor ``mf`` in the top-left and bottom-right quadrants and by the confounder ``cf``
+in the bottom-left one; the top-right is empty. Group (label) 0 draws ``mf`` and ``cf`` from
+U(1, 4), group 1 from U(3, 6), independently, so ``cf`` predicts the label as well as ``mf``
+does: a network can lean on the confounder, which MDN is meant to stop.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pandas as pd
+
+from mdn_cli.fileio import atomic_path
+
+SIZE, QUADRANT = 32, 16
+NOISE_STD = 0.01
+SPLIT_FRACTIONS = {"train": 0.6, "val": 0.2, "test": 0.2}
+
+
+def gaussian_bump(size: int = QUADRANT, sigma: float = QUADRANT / 6) -> np.ndarray:
+    """A bump with peak 1 whose +-3 sigma spans the quadrant."""
+    r = np.arange(size) - (size - 1) / 2
+    g = np.exp(-(r**2) / (2 * sigma**2))
+    return np.outer(g, g)
+
+
+@dataclass
+class SyntheticSet:
+    images: np.ndarray  # (n, 1, 32, 32) float32
+    table: pd.DataFrame  # id, label, cf, mf, split
+
+
+def make_synthetic(per_group: int, seed: int = 0) -> SyntheticSet:
+    rng = np.random.default_rng(seed)
+    label = np.repeat([0, 1], per_group)
+    low = np.where(label == 0, 1.0, 3.0)
+    mf = low + 3.0 * rng.random(2 * per_group)
+    cf = low + 3.0 * rng.random(2 * per_group)
+    bump = gaussian_bump().astype(np.float32)
+    images = np.zeros((2 * per_group, 1, SIZE, SIZE), dtype=np.float32)
+    q = QUADRANT
+    images[:, 0, :q, :q] = mf[:, None, None] * bump  # top-left
+    images[:, 0, q:, q:] = mf[:, None, None] * bump  # bottom-right
+    images[:, 0, q:, :q] = cf[:, None, None] * bump  # bottom-left
+    images += rng.normal(0.0, NOISE_STD, images.shape).astype(np.float32)
+
+    order = rng.permutation(2 * per_group)
+    bounds = np.cumsum([0] + [round(f * len(order)) for f in SPLIT_FRACTIONS.values()])
+    bounds[-1] = len(order)
+    split = np.empty(len(order), dtype=object)
+    for name, start, stop in zip(SPLIT_FRACTIONS, bounds[:-1], bounds[1:]):
+        split[order[start:stop]] = name
+    table = pd.DataFrame({"id": np.arange(2 * per_group), "label": label, "cf": cf.round(6), "mf": mf.round(6), "split": split})
+    return SyntheticSet(images, table)
+
+
+def write_dataset(out_dir: str | Path, inputs: np.ndarray, table: pd.DataFrame, ids_column: str = "id") -> tuple[Path, Path]:
+    """Write ``images.h5`` (datasets ``x`` and ``ids``) and ``meta.csv`` into ``out_dir``, atomically."""
+    out_dir = Path(out_dir)
+    h5_path, csv_path = out_dir / "images.h5", out_dir / "meta.csv"
+    with atomic_path(h5_path) as tmp:
+        with h5py.File(tmp, "w") as f:
+            chunk = (min(len(inputs), 256), *inputs.shape[1:])
+            f.create_dataset("x", data=inputs, chunks=chunk, compression="gzip", shuffle=True)
+            f.create_dataset("ids", data=table[ids_column].to_numpy())
+    with atomic_path(csv_path) as tmp:
+        table.to_csv(tmp, index=False)
+    return h5_path, csv_path
+

@@ -1,0 +1,113 @@
+"""The training data of a spec: inputs, the aligned table, targets, the design matrix and splits.
+
+Every mismatch is an ``MdnError`` raised before any training starts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from mdn_cli.data.design import DesignMatrix
+from mdn_cli.data.h5 import H5Rows, read_ids
+from mdn_cli.data.tables import align_table, read_table, row_names
+from mdn_cli.errors import MdnError, did_you_mean, listing
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class TrainingData:
+    """Everything the training loop needs, aligned to the input rows."""
+
+    inputs: H5Rows
+    table: pd.DataFrame  # aligned with inputs' rows
+    targets: torch.Tensor  # float (binary, regression) or long (multiclass)
+    classes: list  # label values in class-index order; [] for regression
+    design: DesignMatrix  # fitted on the training rows
+    design_rows: torch.Tensor  # (n, num_design) float32, all rows
+    splits: dict[str, np.ndarray]  # split name -> row indices
+
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        return self.inputs.shape[1:]
+
+    @property
+    def num_outputs(self) -> int:
+        return num_outputs(self.classes)
+
+    def batches(self, split: str, batch_size: int, shuffle_seed: int | None = None) -> Iterator[tuple[np.ndarray, torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """(rows, inputs, design, targets) per batch; shuffled by ``shuffle_seed`` when given."""
+        rows = self.splits[split]
+        if shuffle_seed is not None:
+            gen = torch.Generator().manual_seed(shuffle_seed)
+            rows = rows[torch.randperm(len(rows), generator=gen).numpy()]
+        for start in range(0, len(rows), batch_size):
+            batch = rows[start : start + batch_size]
+            yield batch, self.inputs.take(batch), self.design_rows[batch], self.targets[batch]
+
+
+def load_training_data(spec, seed: int) -> TrainingData:
+    d = spec.data
+    inputs = H5Rows(d.inputs, d.dataset)
+    table = read_table(d.table, d.id_column)
+    ids = read_ids(d.inputs, d.ids_dataset) if d.id_column else None
+    table = align_table(table, ids, d.id_column, len(inputs), d.table, f"{d.inputs}:{d.dataset}")
+    used = [d.label, *d.metadata, *spec.mdn.preserve] + ([d.split_column] if d.split_column else [])
+    for column in dict.fromkeys(used):
+        if column not in table.columns:
+            hint = did_you_mean(column, table.columns, f"columns are: {listing(list(table.columns), 12)}.")
+            raise MdnError(f"no column {column!r}.", where=d.table, hint=hint)
+        nan_rows = np.flatnonzero(table[column].isna().to_numpy())
+        if len(nan_rows):
+            raise MdnError(f"column {column!r} is empty in {len(nan_rows)} row(s) (ids/rows {listing(row_names(table, nan_rows, d.id_column))}).", where=d.table, hint="fill or drop those rows; training needs every value.")
+    splits = _splits(table, d.split_column, d.val_fraction, seed, d.table)
+    targets, classes = _targets(table[d.label], spec.train.task, d.label, d.table)
+    categorical = list(d.categorical) + ([d.label] if spec.train.task == "multiclass" else [])
+    design = DesignMatrix(d.metadata, spec.mdn.preserve, categorical).fit(table.iloc[splits["train"]])
+    design_rows = torch.from_numpy(design.transform(table).astype(np.float32))
+    return TrainingData(inputs, table, targets, classes, design, design_rows, splits)
+
+
+def _splits(table: pd.DataFrame, split_column: str | None, val_fraction: float, seed: int, table_name: str) -> dict[str, np.ndarray]:
+    if split_column is None:
+        order = np.random.default_rng(seed).permutation(len(table))
+        n_val = max(1, round(val_fraction * len(table)))
+        splits = {"train": np.sort(order[n_val:]), "val": np.sort(order[:n_val]), "test": np.array([], dtype=np.int64)}
+        source, hint = f"data.val_fraction={val_fraction} of {len(table)} rows", "use more rows or another val_fraction."
+    else:
+        values = table[split_column].astype(str)
+        unknown = sorted(set(values) - set(SPLITS))
+        if unknown:
+            raise MdnError(f"split column {split_column!r} has value(s) {listing(unknown)}.", where=table_name, hint="use train, val and test.")
+        splits = {name: np.flatnonzero((values == name).to_numpy()) for name in SPLITS}
+        source, hint = f"split column {split_column!r}", "training needs train and val rows."
+    for name in ("train", "val"):
+        if len(splits[name]) == 0:
+            raise MdnError(f"{source} leaves no {name!r} rows.", where=table_name, hint=hint)
+    return splits
+
+
+def num_outputs(classes: Sequence) -> int:
+    """Network outputs for a task's classes: one logit for binary (or a regression value), else one per class."""
+    return len(classes) if len(classes) > 2 else 1
+
+
+def _targets(label: pd.Series, task: str, name: str, table_name: str) -> tuple[torch.Tensor, list]:
+    if task == "regression":
+        if not pd.api.types.is_numeric_dtype(label):
+            raise MdnError(f"label column {name!r} is not numeric, but train.task is regression.", where=table_name, hint="use a numeric label or a classification task.")
+        return torch.tensor(label.to_numpy(dtype=np.float32)), []
+    classes = sorted(label.unique().tolist())
+    if len(classes) < 2:
+        raise MdnError(f"label column {name!r} has a single class ({classes[0]!r}).", where=table_name, hint="classification needs at least two classes.")
+    if task == "binary" and len(classes) != 2:
+        raise MdnError(f"label column {name!r} has {len(classes)} classes, but train.task is binary.", where=table_name, hint="set train.task: multiclass.")
+    index = pd.Index(classes).get_indexer(label)
+    dtype = torch.float32 if task == "binary" else torch.long
+    return torch.tensor(index, dtype=dtype), classes
+

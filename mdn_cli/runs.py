@@ -1,0 +1,150 @@
+"""The run directory and the checkpoint format: one writer, one safe loader with a version check.
+
+A checkpoint holds only tensors and plain Python types (numbers, strings, lists, dicts), so it
+loads with ``torch.load(weights_only=True)``: no file the tool reads can run code. Every load of a
+checkpoint (``--resume``, ``extract``, ``refit``, ``layers``, ``--checkpoint PATH``) goes through
+``load_checkpoint``.
+"""
+
+from __future__ import annotations
+
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from mdn_cli.config import Spec, load_spec, same_training, spec_hash
+from mdn_cli.data.design import DesignMatrix
+from mdn_cli.data.training import TrainingData, load_training_data, num_outputs
+from mdn_cli.distributed import resolve_device
+from mdn_cli.errors import MdnError
+from mdn_cli.fileio import atomic_path
+from mdn_cli.models import Network, build_network
+
+CHECKPOINT_FORMAT = 1  # the version of the layout below; a checkpoint of another version is refused
+CHECKPOINT_KEYS = ("format", "epoch", "model", "config", "design", "classes", "sample_shape")
+_PLAIN = (torch.Tensor, int, float, bool, str, type(None))
+
+
+def save_checkpoint(state: dict, path: Path) -> None:
+    """Write ``state`` atomically, after checking it holds only tensors and plain types."""
+    _check_plain(state, "state")
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def _check_plain(value, where: str) -> None:
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _check_plain(key, where)
+            _check_plain(item, f"{where}[{key!r}]")
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            _check_plain(item, f"{where}[{i}]")
+    elif not isinstance(value, _PLAIN) or type(value).__module__ == "numpy":
+        raise TypeError(f"checkpoint {where} is a {type(value).__name__}: checkpoints hold only tensors and plain types.")
+
+
+def load_checkpoint(path: Path) -> dict:
+    """A checkpoint of `mdn train` (on the CPU), checked; anything else is an ``MdnError``.
+
+    ``weights_only=True`` refuses any pickled object other than tensors and plain containers
+    before it could run, so a crafted file is an input error, never executed code.
+    """
+    hint = "pass a .pt file written by `mdn train` (or `mdn refit`)."
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        raise MdnError(
+            f"refused: the file holds objects other than tensors and plain types, which could run code when loaded ({reason[:200]}).",
+            where=str(path),
+            hint=f"{hint} Checkpoints of this tool never need that; do not load files from untrusted sources with other tools either.",
+        ) from None
+    except Exception as exc:  # torch raises many types for a file that is not a checkpoint
+        raise MdnError(f"not a readable checkpoint ({type(exc).__name__}: {exc}).", where=str(path), hint=hint) from None
+    if not isinstance(state, dict) or not set(CHECKPOINT_KEYS) - {"format", "epoch"} <= set(state):
+        raise MdnError("not a checkpoint of `mdn train` (no model/config/design/classes/sample_shape).", where=str(path), hint=hint)
+    if state.get("format") != CHECKPOINT_FORMAT:
+        raise MdnError(
+            f"checkpoint format version {state.get('format')!r} is not supported (this tool reads version {CHECKPOINT_FORMAT}).",
+            where=str(path),
+            hint="train the run again with this version of mdn.",
+        )
+    return state
+
+
+def checkpoint_path(run_dir: Path, checkpoint: str) -> Path:
+    """A name in the run's checkpoints/ (``best``, ``last``, ``best-refit``...), else a path."""
+    named = run_dir / "checkpoints" / f"{checkpoint}.pt"
+    path = named if checkpoint in ("best", "last") or named.is_file() else Path(checkpoint)
+    if not path.is_file():
+        raise MdnError("checkpoint not found.", where=str(path), hint="train the run first, or give --checkpoint best|last|NAME|PATH (NAME: a file of the run's checkpoints/ without .pt).")
+    return path
+
+
+def check_run_dir(run_dir: Path, resume: bool) -> None:
+    """A new training must not overwrite a run directory that already holds one."""
+    if not resume and (Path(run_dir) / "checkpoints" / "last.pt").exists():
+        raise MdnError("this run directory already holds a training.", where=str(run_dir), hint="add --resume to continue it, or choose another -o.")
+
+
+def run_spec(path: str | Path, check_files: bool = True) -> Spec:
+    """The spec of a run directory (its config.yaml) or of a spec file (``load_spec``'s ``check_files``)."""
+    path = Path(path)
+    if path.is_dir():
+        config = path / "config.yaml"
+        if not config.exists():
+            raise MdnError("not a run directory (no config.yaml).", where=str(path), hint="pass the -o folder of `mdn train`, or a spec file.")
+        return load_spec(config, check_files=check_files)
+    if not path.exists():
+        raise MdnError("no such run directory or spec file.", where=str(path), hint="pass the -o folder of `mdn train`, or a spec file.")
+    return load_spec(path, check_files=check_files)
+
+
+@dataclass
+class LoadedRun:
+    """A run's model rebuilt from its directory and one checkpoint (weights, design, input shape)."""
+
+    run_dir: Path
+    checkpoint: Path
+    state: dict
+    spec: Spec
+    network: Network
+    device: torch.device
+    design: DesignMatrix
+
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        return tuple(self.state["sample_shape"])
+
+    def training_data(self) -> TrainingData:
+        """The run's own data with the splits it was trained with (its files must still be there)."""
+        return load_training_data(self.spec, self.spec.train.seed)
+
+
+def load_run(run_dir: str | Path, checkpoint: str = "best", device: str | None = None) -> LoadedRun:
+    """Rebuild the run's model from config.yaml and load a checkpoint that was trained from that spec.
+
+    ``device`` (auto, cpu, cuda) overrides the spec's train.device.
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise MdnError("no such run directory.", where=str(run_dir), hint="pass the -o folder of `mdn train`.")
+    spec = run_spec(run_dir, check_files=False)  # the training data is needed only for its splits
+    if device is not None:
+        spec = spec.model_copy(update={"train": spec.train.model_copy(update={"device": device})})
+    path = checkpoint_path(run_dir, checkpoint)
+    state = load_checkpoint(path)
+    if not same_training(state["config"], (run_dir / "config.yaml").read_text()):
+        raise MdnError(
+            f"this checkpoint was trained from another spec (spec hash {state.get('spec_hash')}, the run's is {spec_hash(spec)}).",
+            where=str(path),
+            hint=f"use a checkpoint of {run_dir}, or pass the run directory the checkpoint belongs to.",
+        )
+    design = DesignMatrix.from_dict(state["design"])
+    network = build_network(spec, design.num_columns, design.num_preserved, state["sample_shape"], num_outputs(state["classes"]))
+    network.load_state_dict(state["model"])  # the Gram inverse and running betas come with the weights
+    device = resolve_device(spec.train.device)
+    return LoadedRun(run_dir, path, state, spec, network.to(device).eval(), device, design)

@@ -1,0 +1,36 @@
+"""Checks on arrays shared by every layer (like scikit-learn's ``utils/validation``); numpy only.
+
+Pure building blocks raise ``ValueError`` subclasses; the layers that know the file or option
+turn them into the user-facing ``MdnError``.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from mdn_cli.errors import listing
+
+
+class NonFiniteError(ValueError):
+    """Features with NaN or Inf; ``rows`` are their positions."""
+
+    def __init__(self, message: str, rows: np.ndarray):
+        super().__init__(message)
+        self.rows = rows
+
+
+def check_finite(matrix, row_names: Sequence | None = None, offset: int = 0) -> None:
+    """Raise ``NonFiniteError`` naming the samples (by id when ``row_names`` are given) with NaN or Inf.
+
+    ``matrix`` has samples on axis 0; ``offset`` is the position of its first row in the whole
+    set (for a chunk), so rows are named as in the file.
+    """
+    values = np.asarray(matrix)
+    bad = np.flatnonzero(~np.isfinite(values.reshape(values.shape[0], -1)).all(axis=1))
+    if bad.size:
+        positions = bad + offset
+        names = [row_names[i] for i in positions] if row_names is not None else positions.tolist()
+        label = "ids" if row_names is not None else "rows"
+        raise NonFiniteError(f"features contain NaN or Inf in {bad.size} {label}: {listing(names)}.", positions)

@@ -1,0 +1,178 @@
+"""`mdn layers` and `mdn extract`: names and shapes, features equal to the training loop's, files, errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from mdn_cli.errors import MdnError
+from mdn_cli.extract import extract, split_source
+from mdn_cli.runs import load_run
+from mdn_cli.train import build_run, evaluate
+from tests.helpers import SMALL_BASELINE, mdn, no_leftovers, ok, write_spec
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    """A small synthetic set with an MDN run (3 epochs) and a baseline run (1 epoch)."""
+    folder = tmp_path_factory.mktemp("extract")
+    ok("synth", folder / "data", "--per-group", 60, "--seed", 2)
+    ok("train", write_spec(folder / "data", "mdn.yaml"), "-o", folder / "mdn", "-q")
+    ok("train", write_spec(folder / "data", "baseline.yaml", layers=SMALL_BASELINE, epochs=1), "-o", folder / "baseline", "-q")
+    return folder
+
+
+def test_layers_lists_names_types_shapes_and_mdn(trained):
+    rows = {r["name"]: r for r in json.loads(ok("layers", trained / "mdn", "--format", "json").stdout)}
+    assert list(rows)[:2] == ["conv1", "mdn_1"]
+    assert rows["conv1"] == {"name": "conv1", "type": "Conv2d", "output_shape": [4, 14, 14], "mdn": "mdn_1"}
+    assert rows["fc1"]["output_shape"] == [16] and rows["fc1"]["mdn"] == "mdn_5"
+    assert rows["mdn_5"]["mdn"] == "is MDN" and rows["out"]["mdn"] is None
+    # a spec file works too, and the table names every layer
+    table = ok("layers", trained / "data" / "baseline.yaml").stdout
+    assert "fc1" in table and "Linear" in table and "4x14x14" in table
+
+
+def test_extracted_features_are_the_training_loops(trained, tmp_path):
+    """The features written equal the monitored features `evaluate` gives during training (eval mode, running beta)."""
+    out = tmp_path / "fc1.h5"
+    summary = json.loads(ok("extract", trained / "mdn", "--layer", "fc1", "-o", out, "--checkpoint", "last", "--format", "json").stdout)
+    assert summary["datasets"] == {"features": [24, 16]}
+    loaded = load_run(trained / "mdn", "last")
+    run = build_run(loaded.spec)  # the training code's own rebuild, with the checkpoint's weights
+    run.network.load_state_dict(loaded.state["model"])
+    _, expected = evaluate(run, "val", capture="fc1")
+    with h5py.File(out) as f:
+        np.testing.assert_allclose(f["features"][:], expected, rtol=1e-5, atol=1e-6)
+        val_ids = run.data.table.iloc[run.data.splits["val"]]["id"].to_numpy()
+        assert [str(i) for i in f["ids"][:]] == [str(i) for i in val_ids]  # the table reads ids as text
+
+
+def test_file_is_self_describing_chunked_and_paired_with_meta(trained, tmp_path):
+    out, meta = tmp_path / "f.h5", tmp_path / "meta.csv"
+    ok("extract", trained / "mdn", "-l", "fc1", "-l", "conv1", "--split", "train", "-o", out, "--meta-out", meta, "--batch-size", 7)
+    with h5py.File(out) as f:
+        fc1, conv1 = f["features/fc1"], f["features/conv1"]
+        assert fc1.shape == (72, 16) and conv1.shape == (72, 4 * 14 * 14) and fc1.dtype == np.float32
+        assert fc1.compression == "gzip" and fc1.chunks is not None
+        assert list(conv1.attrs["sample_shape"]) == [4, 14, 14] and bool(conv1.attrs["after_mdn"])
+        attrs = dict(f.attrs)
+        ids = f["ids"][:]
+    assert list(attrs["layers"]) == ["fc1", "conv1"] and attrs["source"] == "split=train"
+    assert attrs["checkpoint"].endswith("best.pt") and attrs["spec_hash"] and attrs["tool"].startswith("mdn ")
+    table = pd.read_csv(meta)
+    assert list(table.columns) == ["id", "label", "cf"] and list(table["id"]) == list(ids)
+    original = pd.read_csv(trained / "data" / "meta.csv").set_index("id").loc[ids]
+    np.testing.assert_allclose(table["cf"], original["cf"])
+    assert not no_leftovers(tmp_path)
+
+
+def test_new_data_gives_the_same_features_as_the_split(trained, tmp_path):
+    data = trained / "data"
+    ok("extract", trained / "mdn", "-l", "fc1", "--split", "all", "-o", tmp_path / "all.h5")
+    # new data: the same images in another order, the table without label (MDN needs only the metadata)
+    table = pd.read_csv(data / "meta.csv").drop(columns=["label", "split"]).iloc[::-1]
+    table.to_csv(tmp_path / "new.csv", index=False)
+    ok("extract", trained / "mdn", "-l", "fc1", "--inputs", data / "images.h5", "--table", tmp_path / "new.csv", "-o", tmp_path / "new.h5")
+    with h5py.File(tmp_path / "all.h5") as a, h5py.File(tmp_path / "new.h5") as b:
+        np.testing.assert_allclose(a["features"][:], b["features"][:], rtol=1e-5, atol=1e-6)
+        assert b.attrs["source"] == str(data / "images.h5")
+
+
+def test_new_data_needs_no_training_data(trained, tmp_path):
+    """A run copied elsewhere, its training data gone: new data is still extracted, identically, and its layers listed."""
+    import shutil
+
+    data = trained / "data"
+    moved = tmp_path / "moved"
+    shutil.copytree(data, moved)
+    shutil.copytree(trained / "mdn", tmp_path / "run")
+    ok("extract", tmp_path / "run", "-l", "fc1", "--inputs", moved / "images.h5", "--table", moved / "meta.csv", "-o", tmp_path / "before.h5")
+    layers_before = ok("layers", tmp_path / "run", "--format", "json").stdout
+    config = (tmp_path / "run" / "config.yaml").read_text()
+    assert str(data / "images.h5") in config  # the run still names the original data ...
+    (moved / "images.h5").rename(moved / "new.h5")
+    shutil.copy(moved / "meta.csv", moved / "new.csv")
+    hidden = trained.parent / (trained.name + "-hidden")
+    data.rename(hidden)  # ... which is gone now
+    try:
+        ok("extract", tmp_path / "run", "-l", "fc1", "--inputs", moved / "new.h5", "--table", moved / "new.csv", "-o", tmp_path / "after.h5")
+        missing = mdn("extract", tmp_path / "run", "-l", "fc1", "--split", "val", "-o", tmp_path / "val.h5")
+        layers_after = ok("layers", tmp_path / "run", "--format", "json").stdout
+    finally:
+        hidden.rename(data)
+    assert missing.returncode == 2 and "Traceback" not in missing.stderr  # a split does need the run's own data
+    assert layers_after == layers_before and '"conv1"' in layers_after
+    with h5py.File(tmp_path / "before.h5") as a, h5py.File(tmp_path / "after.h5") as b:
+        np.testing.assert_array_equal(a["features"][:], b["features"][:])
+
+
+def test_table_without_metadata_is_an_error(trained, tmp_path):
+    data = trained / "data"
+    pd.read_csv(data / "meta.csv").drop(columns=["cf"]).to_csv(tmp_path / "nocf.csv", index=False)
+    out = tmp_path / "x.h5"
+    result = mdn("extract", trained / "mdn", "-l", "fc1", "--inputs", data / "images.h5", "--table", tmp_path / "nocf.csv", "-o", out, "--meta-out", tmp_path / "m.csv")
+    assert result.returncode == 2
+    assert "no metadata column(s) 'cf'" in result.stderr and "nocf.csv" in result.stderr
+    assert not out.exists() and not (tmp_path / "m.csv").exists()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["{t}/nowhere", "-l", "fc1"], "no such run directory"),
+        (["{t}/mdn", "-l", "fc2"], "has no layer 'fc2'. Hint: did you mean `fc1`"),
+        (["{t}/mdn", "-l", "fc1", "--checkpoint", "{t}/baseline/checkpoints/best.pt"], "trained from another spec"),
+        (["{t}/mdn", "-l", "fc1", "--checkpoint", "middle"], "checkpoint not found"),
+        (["{t}/mdn", "-l", "fc1", "--split", "holdout"], "unknown split 'holdout'"),
+        (["{t}/mdn", "-l", "fc1", "--inputs", "{t}/data/images.h5"], "--inputs and --table go together"),
+    ],
+)
+def test_bad_inputs_exit_2_and_write_nothing(trained, tmp_path, args, message):
+    out = tmp_path / "out.h5"
+    result = mdn("extract", *[a.format(t=trained) for a in args], "-o", out, "--meta-out", tmp_path / "m.csv")
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_unwritable_output(trained, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    result = mdn("extract", trained / "mdn", "-l", "fc1", "-o", blocker / "f.h5")
+    assert result.returncode == 2 and "cannot write here" in result.stderr
+
+
+def test_interrupted_extract_leaves_no_file(trained, tmp_path):
+    loaded = load_run(trained / "mdn")
+    source = split_source(loaded, "all")
+    batches = source.batches
+
+    def interrupted(size):
+        for i, batch in enumerate(batches(size)):
+            if i == 2:
+                raise KeyboardInterrupt
+            yield batch
+
+    source.batches = interrupted
+    with pytest.raises(KeyboardInterrupt):
+        extract(loaded, ["fc1"], source, tmp_path / "f.h5", meta_out=tmp_path / "m.csv", batch_size=10)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_memory_does_not_hold_features(trained, tmp_path):
+    """Streaming: each batch is written as it comes (the dataset is filled chunk by chunk, not at the end)."""
+    loaded = load_run(trained / "mdn")
+    source = split_source(loaded, "all")
+    seen = []
+    extract(loaded, ["fc1"], source, tmp_path / "f.h5", batch_size=16, progress=lambda done, total: seen.append((done, total)))
+    assert seen == [(min(k, 120), 120) for k in range(16, 121 + 15, 16)]
+    with pytest.raises(MdnError, match="no layer given"):
+        extract(loaded, [], source, tmp_path / "g.h5")
+    assert torch.is_grad_enabled()

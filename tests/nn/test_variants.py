@@ -1,0 +1,206 @@
+"""R-MDN and PMDN against closed-form least squares (numpy), their state, and training from a spec."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from mdn_cli.nn import (
+    LazyPenaltyMetadataNorm,
+    LazyRecursiveMetadataNorm,
+    PenaltyMetadataNorm,
+    RecursiveMetadataNorm,
+    mdn_penalty,
+    metadata,
+    penalty_parameters,
+)
+from mdn_cli.config import load_spec
+from mdn_cli.train import train
+from tests.helpers import make_small_data, write_spec
+from tests.helpers import make_design, make_features, ols, t
+
+
+def batches(n: int, sizes):
+    """Consecutive slices of 0..n with the given sizes, cycling through them."""
+    start, i = 0, 0
+    while start < n:
+        yield slice(start, start + sizes[i % len(sizes)])
+        start += sizes[i % len(sizes)]
+        i += 1
+
+
+# -- R-MDN -------------------------------------------------------------------------------------
+def test_rmdn_without_forgetting_converges_to_whole_set_ols(rng):
+    n, f = 400, 5
+    x = make_design(rng, n)
+    y = make_features(rng, x, f)
+    layer = RecursiveMetadataNorm(f, x.shape[1], num_preserved=1, forgetting=1.0, regularizer=1e-9).train()
+    for sl in batches(n, [1, 7, 32, 3]):  # batch size 1 and uneven batches included
+        layer(t(y[sl]).float(), design=t(x[sl]).float())
+    np.testing.assert_allclose(layer.running_beta.numpy(), ols(x, y), atol=1e-4, rtol=0)
+    assert int(layer.num_batches_tracked) == len(list(batches(n, [1, 7, 32, 3])))
+
+
+def test_rmdn_with_forgetting_is_exponentially_weighted_ridge(rng):
+    n, f, lam, delta = 150, 3, 0.9, 0.5
+    x = make_design(rng, n)
+    y = make_features(rng, x, f)
+    layer = RecursiveMetadataNorm(f, x.shape[1], num_preserved=1, forgetting=lam, regularizer=delta).double().train()
+    slices = list(batches(n, [10, 1, 25]))
+    for sl in slices:
+        layer(t(y[sl]), design=t(x[sl]))
+    # closed form: argmin Σ_s λ^(T-s) ||Y_s - X_s b||² + λ^T δ ||b||²
+    big_t = len(slices)
+    info = lam**big_t * delta * np.eye(x.shape[1])
+    rhs = np.zeros((x.shape[1], f))
+    for s, sl in enumerate(slices, start=1):
+        info += lam ** (big_t - s) * x[sl].T @ x[sl]
+        rhs += lam ** (big_t - s) * x[sl].T @ y[sl]
+    np.testing.assert_allclose(layer.running_beta.numpy(), np.linalg.solve(info, rhs), atol=1e-9, rtol=0)
+    np.testing.assert_allclose(layer.covariance.numpy(), np.linalg.inv(info), atol=1e-9, rtol=0)
+
+
+def test_rmdn_output_removes_metadata_part_and_no_gradient_reaches_beta(rng):
+    x = make_design(rng, 12)
+    y = make_features(rng, x, 4)
+    layer = RecursiveMetadataNorm(4, x.shape[1], num_preserved=1).double().train()
+    inputs = t(y).clone().requires_grad_(True)
+    out = layer(inputs, design=t(x))
+    beta = layer.running_beta.numpy()
+    np.testing.assert_allclose(out.detach().numpy(), y - x[:, 1:] @ beta[1:], atol=1e-10)
+    out.sum().backward()
+    assert torch.equal(inputs.grad, torch.ones_like(inputs))  # beta is a constant for autograd
+    layer.eval()
+    before = layer.running_beta.clone()
+    out_eval = layer(t(y[:1]), design=t(x[:1]))  # eval, batch size 1: uses beta, leaves it alone
+    assert torch.equal(layer.running_beta, before)
+    np.testing.assert_allclose(out_eval.numpy(), y[:1] - x[:1, 1:] @ beta[1:], atol=1e-10)
+
+
+def test_rmdn_state_survives_a_checkpoint_round_trip(rng, tmp_path):
+    n, f = 90, 6
+    x = t(make_design(rng, n)).float()
+    y = t(make_features(rng, x.double().numpy(), f)).float()
+
+    def model():
+        return nn.Sequential(LazyRecursiveMetadataNorm(x.shape[1], num_preserved=1, forgetting=0.95, regularizer=1e-3))
+
+    straight = model().train()
+    for sl in [*batches(40, [8]), *(slice(s.start + 40, s.stop + 40) for s in batches(n - 40, [8]))]:
+        with metadata(straight, x[sl]):
+            straight(y[sl])
+
+    first = model().train()
+    for sl in batches(40, [8]):
+        with metadata(first, x[sl]):
+            first(y[sl])
+    torch.save(first.state_dict(), tmp_path / "state.pt")
+    state = torch.load(tmp_path / "state.pt")
+    assert set(state) == {"0.running_beta", "0.covariance", "0.num_batches_tracked"}
+    assert state["0.covariance"].shape == (x.shape[1], x.shape[1]) and state["0.running_beta"].shape == (x.shape[1], f)
+    resumed = model()
+    resumed.load_state_dict(state)
+    assert resumed[0].num_features == f
+    resumed.train()
+    for sl in batches(n - 40, [8]):
+        sl = slice(sl.start + 40, sl.stop + 40)
+        with metadata(resumed, x[sl]):
+            resumed(y[sl])
+    assert type(resumed[0]) is RecursiveMetadataNorm
+    for key, value in straight.state_dict().items():
+        torch.testing.assert_close(resumed.state_dict()[key], value, atol=0, rtol=0)
+    resumed[0].reset_running_stats()
+    assert torch.count_nonzero(resumed[0].running_beta) == 0 and int(resumed[0].num_batches_tracked) == 0
+    torch.testing.assert_close(resumed[0].covariance, torch.eye(x.shape[1], dtype=torch.float64) / 1e-3)
+
+
+def test_rmdn_rejects_bad_settings():
+    with pytest.raises(ValueError, match="forgetting"):
+        RecursiveMetadataNorm(3, 3, forgetting=0.0)
+    with pytest.raises(ValueError, match="regularizer"):
+        RecursiveMetadataNorm(3, 3, regularizer=0.0)
+    assert "forgetting=0.99, regularizer=0.1" in repr(RecursiveMetadataNorm(3, 3, forgetting=0.99, regularizer=0.1))
+
+
+# -- PMDN --------------------------------------------------------------------------------------
+def test_pmdn_learned_beta_approaches_ols_on_fixed_features(rng):
+    n, f = 256, 4
+    x = make_design(rng, n)
+    y = make_features(rng, x, f)
+    layer = PenaltyMetadataNorm(f, x.shape[1], num_preserved=1, penalty_weight=1.0).double().train()
+    optimizer = torch.optim.Adam(penalty_parameters(layer), lr=0.05)
+    for _epoch in range(150):
+        for sl in batches(n, [64]):
+            layer(t(y[sl]), design=t(x[sl]))
+            optimizer.zero_grad()
+            mdn_penalty(layer).backward()
+            optimizer.step()
+    reference = ols(x, y)
+    np.testing.assert_allclose(layer.beta.detach().numpy(), reference, atol=0.02 * np.abs(reference).max(), rtol=0)
+
+
+def test_pmdn_penalty_output_and_gradients(rng):
+    x = make_design(rng, 10)
+    y = make_features(rng, x, 3)
+    layer = PenaltyMetadataNorm(3, x.shape[1], num_preserved=1, penalty_weight=0.5).double().train()
+    beta = rng.normal(size=(x.shape[1], 3))
+    with torch.no_grad():
+        layer.beta.copy_(t(beta))
+    inputs = t(y).clone().requires_grad_(True)
+    out = layer(inputs, design=t(x))
+    np.testing.assert_allclose(out.detach().numpy(), y - x[:, 1:] @ beta[1:], atol=1e-12)
+    np.testing.assert_allclose(float(mdn_penalty(layer).detach()), 0.5 * np.mean((y - x @ beta) ** 2), rtol=1e-12)
+    out.sum().backward()  # the output's gradient reaches beta (the removed part) and the input
+    assert torch.equal(inputs.grad, torch.ones_like(inputs))
+    np.testing.assert_allclose(layer.beta.grad.numpy()[1:], -x[:, 1:].sum(0)[:, None].repeat(3, 1), atol=1e-12)
+    assert np.all(layer.beta.grad.numpy()[0] == 0)
+
+
+def test_lazy_pmdn_infers_width_and_resets():
+    layer = LazyPenaltyMetadataNorm(3, num_preserved=1)
+    layer(torch.ones(2, 2, 5), design=torch.ones(2, 3))
+    assert type(layer) is PenaltyMetadataNorm and layer.beta.shape == (3, 10) and layer.num_features == 10
+    with torch.no_grad():
+        layer.beta.fill_(1.0)
+    layer.reset_parameters()
+    assert torch.count_nonzero(layer.beta) == 0
+
+
+# -- end to end from a spec ---------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def small_data(tmp_path_factory) -> Path:
+    return make_small_data(tmp_path_factory.mktemp("synth"), per_group=40, seed=1)
+
+
+def variant_spec(folder: Path, name: str, mdn: dict, **train) -> Path:
+    return write_spec(folder, name, epochs=2, mdn=mdn, train={"batch_size": 8, "device": "cpu", **train})
+
+
+def metrics_of(run: Path) -> list[dict]:
+    return [{k: v for k, v in json.loads(line).items() if k != "seconds"} for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize("mdn", [{"variant": "recursive", "forgetting": 0.99}, {"variant": "penalty", "penalty_weight": 0.5, "beta_lr": 0.01}])
+def test_variants_train_from_a_spec_and_resume_exactly(small_data, tmp_path, mdn):
+    spec = load_spec(variant_spec(small_data, f"{mdn['variant']}.yaml", mdn))
+    summary = train(spec, tmp_path / "straight")
+    assert summary["mdn_layers"] == 2 and summary["epochs"] == 2
+    metrics = metrics_of(tmp_path / "straight")
+    assert {"train_loss", "val_loss", "val_acc", "dcor2"} <= set(metrics[0])
+    assert ("train_penalty" in metrics[0]) == (mdn["variant"] == "penalty")
+    state = torch.load(tmp_path / "straight" / "checkpoints" / "last.pt", weights_only=False)
+    keys = set(state["model"])
+    if mdn["variant"] == "recursive":
+        assert len([k for k in keys if k.endswith((".covariance", ".running_beta"))]) == 4
+        assert state["beta_optimizer"] is None
+    else:
+        assert len([k for k in keys if k.endswith(".beta")]) == 2 and state["beta_optimizer"]["param_groups"][0]["lr"] == 0.01
+
+    train(spec.model_copy(update={"train": spec.train.model_copy(update={"epochs": 1})}), tmp_path / "split")
+    train(spec, tmp_path / "split", resume=True)
+    assert metrics_of(tmp_path / "split") == metrics
