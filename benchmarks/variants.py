@@ -12,7 +12,7 @@ training set).
     .venv/bin/python benchmarks/variants.py [--epochs 40] [--batch-sizes 8,32,200] [--seeds 0] [--out runs/variants]
         [--variants baseline,batch,recursive,penalty,recursive:forgetting=0.99]
 
-A variant may carry `mdn.` settings after a colon (`penalty:beta_lr=0.1:penalty_weight=0.1`).
+A variant may carry `mdn.` settings after a colon (`penalty:beta_lr=0.1`, `recursive:process_noise=0`).
 
 Prints a markdown table (mean ± standard deviation over seeds) and writes OUT/results.json.
 Runs with one OpenMP thread (set before torch is imported): on a shared 2-core machine two

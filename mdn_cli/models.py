@@ -12,7 +12,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from mdn_cli.errors import MdnError, did_you_mean
+from mdn_cli.errors import MdnError, did_you_mean, listing
 from mdn_cli.nn import LazyMetadataNorm, LazyPenaltyMetadataNorm, LazyRecursiveMetadataNorm, MetadataNormBase, attach_key, attach_metadata_norm, metadata
 from mdn_cli.nn.layer_types import LAYER_TYPES
 
@@ -34,11 +34,14 @@ class Network(nn.Module):
         """The names users give: ``named_modules()`` of the model itself."""
         return [name for name, _ in self.body.named_modules() if name]
 
-    def feature_module(self, name: str) -> nn.Module:
-        """The module whose output is 'the features of layer ``name``': after its MDN if it has one."""
+    def feature_module(self, name: str, where: str = "layer", target: str = "SPEC") -> nn.Module:
+        """The module whose output is 'the features of layer ``name``': after its MDN if it has one.
+
+        An unknown name is an ``MdnError`` at ``where``, whose hint lists the layers of ``target``.
+        """
         modules = dict(self.body.named_modules())
         if name not in modules:
-            raise unknown_layer(name, self.layer_names(), where="layer")
+            raise unknown_layer(name, self.layer_names(), where=where, target=target)
         if attach_key(name) in self.attached_mdn:
             return self.attached_mdn[attach_key(name)]
         parent_name, _, child = name.rpartition(".")
@@ -63,20 +66,24 @@ def make_variant(mdn, num_design: int, num_preserved: int, momentum: float | Non
     if momentum is not ... and mdn.variant != "batch":
         raise ValueError(f"momentum is a setting of the batch variant, not of {mdn.variant}")
     if mdn.variant == "recursive":
-        return LazyRecursiveMetadataNorm(num_design, num_preserved, mdn.forgetting, mdn.regularizer)
+        return LazyRecursiveMetadataNorm(num_design, num_preserved, mdn.forgetting, mdn.regularizer, mdn.process_noise)
     if mdn.variant == "penalty":
-        return LazyPenaltyMetadataNorm(num_design, num_preserved, mdn.penalty_weight)
+        return LazyPenaltyMetadataNorm(num_design, num_preserved)
     return LazyMetadataNorm(num_design, num_preserved, mdn.momentum if momentum is ... else momentum)
 
 
-def _no_layer(name: str, names: Sequence[str]) -> tuple[str, str]:
-    """Message and hint (the closest names) for a layer name the model does not have."""
-    hint = did_you_mean(name, names, "run `mdn layers SPEC` to list the layer names.")
-    return f"the model has no layer {name!r}.", hint
+def _no_layer(name: str, names: Sequence[str], target: str = "SPEC") -> tuple[str, str]:
+    """Message and hint for a layer name the model does not have: the closest names, else the names themselves.
+
+    ``target`` is what the user gave (a spec file or a run directory), so the hint's
+    `mdn layers` command can be run as it is.
+    """
+    listed = f"the model's layers are: {listing(list(names), 12)}; `mdn layers {target}` shows them with their shapes."
+    return f"the model has no layer {name!r}.", did_you_mean(name, names, listed)
 
 
-def unknown_layer(name: str, names: Sequence[str], where: str) -> MdnError:
-    message, hint = _no_layer(name, names)
+def unknown_layer(name: str, names: Sequence[str], where: str, target: str = "SPEC") -> MdnError:
+    message, hint = _no_layer(name, names, target)
     return MdnError(message, where=where, hint=hint)
 
 
@@ -92,7 +99,7 @@ def build_network(spec, num_design: int, num_preserved: int, sample_shape: Seque
     wanted = [(f"model.mdn_after[{i}]", n) for i, n in enumerate(model_spec.mdn_after)]
     if spec.train.monitor is not None:
         wanted.append(("train.monitor", spec.train.monitor))
-    issues = [(where, *_no_layer(n, names)) for where, n in wanted if n not in names]
+    issues = [(where, *_no_layer(n, names, str(spec.source or "SPEC"))) for where, n in wanted if n not in names]
     if issues:
         raise spec.error(issues)
     attached = attach_metadata_norm(body, model_spec.mdn_after, lambda _name: make_mdn())

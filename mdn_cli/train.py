@@ -150,6 +150,30 @@ def _train_batches(data: TrainingData, batch_size: int, seed: int, world: distri
         yield len(batch), x, data.design_rows[mine], data.targets[mine]
 
 
+def fit_penalty_betas(network: nn.Module, x: torch.Tensor, design: torch.Tensor, beta_optimizer: torch.optim.Optimizer) -> float:
+    """PMDN's first pass over a batch (vento99/PMDN): one step of the betas' optimiser on the penalty alone.
+
+    The penalty ``Σ_layers ||Y - X beta||²`` (whole design, a sum of squares) is back-propagated
+    and only the betas step; the gradients it leaves on the network are discarded by the caller,
+    whose second pass then runs the network with the updated betas and steps the network on the
+    task loss alone (whose gradients on the betas are discarded in turn). So the penalty never
+    moves the features and the task loss never moves beta. Under DDP the pass runs on the
+    unwrapped network and the betas' gradients are summed over the processes, so every rank
+    takes the step of the global batch. Returns this process's penalty.
+    """
+    with metadata(network, design):
+        network(x)
+    penalty = mdn_penalty(network)
+    beta_optimizer.zero_grad(set_to_none=True)
+    penalty.backward()
+    if distributed.world().size > 1:
+        for group in beta_optimizer.param_groups:
+            for beta in group["params"]:
+                torch.distributed.all_reduce(beta.grad)
+    beta_optimizer.step()
+    return float(penalty.detach())
+
+
 class Trainer:
     """Runs epochs of a ``Run`` into a run directory, checkpointing after each one.
 
@@ -239,23 +263,21 @@ class Trainer:
             total, total_penalty, seen = 0.0, 0.0, 0
             for n_global, x, design, y in _train_batches(data, t.batch_size, t.seed * 100_003 + epoch, world):
                 x, design, y = x.to(self.run.device), design.to(self.run.device), y.to(self.run.device)
+                penalty = None
+                if self.beta_optimizer is not None:  # PMDN, pass 1: the betas on the penalty alone
+                    penalty = fit_penalty_betas(network, x, design, self.beta_optimizer)
                 with metadata(network, design):
                     out = model(x)
                 loss = loss_fn(out, y) if len(y) else out.sum() * 0.0
-                penalty = mdn_penalty(network)
-                objective = loss if penalty is None else loss + penalty
+                objective = loss
                 if world.size > 1:  # DDP averages gradients over ranks: weight each by its share of the global batch
                     objective = objective * (len(y) * world.size / n_global)
-                self.optimizer.zero_grad(set_to_none=True)
-                if self.beta_optimizer is not None:
-                    self.beta_optimizer.zero_grad(set_to_none=True)
+                self.optimizer.zero_grad(set_to_none=True)  # also what pass 1 left on the network
                 objective.backward()
-                self.optimizer.step()
-                if self.beta_optimizer is not None:
-                    self.beta_optimizer.step()
+                self.optimizer.step()  # PMDN, pass 2: the network on the task loss alone (its betas are not in this optimiser)
                 loss_value = loss.item()  # one device sync per batch
                 total += loss_value * len(y)
-                total_penalty += 0.0 if penalty is None else penalty.item() * len(y)
+                total_penalty += 0.0 if penalty is None else penalty
                 seen += len(y)
                 self.progress("batch", loss=loss_value)
             total, total_penalty, seen = distributed.all_sum([total, total_penalty, seen], self.run.device)

@@ -139,7 +139,7 @@ MdnVariant = Literal["batch", "recursive", "penalty"]
 
 # the settings that belong to one variant only (setting them for another is an error)
 VARIANT_KEYS = {"momentum": "batch", "ridge": "batch", "forgetting": "recursive", "regularizer": "recursive",
-                 "penalty_weight": "penalty", "beta_lr": "penalty"}
+                "process_noise": "recursive", "beta_lr": "penalty"}
 
 
 class MdnSpec(_Section):
@@ -151,8 +151,8 @@ class MdnSpec(_Section):
     ridge: float = Field(0.0, ge=0, strict=True, examples=[0.0])
     forgetting: float = Field(0.999, gt=0, le=1, strict=True, examples=[0.999])
     regularizer: float = Field(1e-2, gt=0, strict=True, examples=[1e-2])
-    penalty_weight: float = Field(1.0, gt=0, strict=True, examples=[1.0])
-    beta_lr: float = Field(1e-2, gt=0, strict=True, examples=[1e-2])
+    process_noise: float = Field(1e-4, ge=0, strict=True, examples=[1e-4])
+    beta_lr: float = Field(0.045, gt=0, strict=True, examples=[0.045])
 
     @field_validator("preserve")
     @classmethod

@@ -32,30 +32,29 @@ class SubtractProduct(torch.autograd.Function):
 
 
 class PenaltyMetadataNormFunction(torch.autograd.Function):
-    """``out = Y - X_m beta_m`` and ``P = c ||R||²`` with ``R = Y - X beta``, ``c = weight / Y.numel()``."""
+    """``out = Y - X_m beta_m`` and ``P = ||R||²`` (a sum of squares) with ``R = Y - X beta``."""
 
     @staticmethod
-    def forward(ctx, y, x, beta, num_preserved, weight):
+    def forward(ctx, y, x, beta, num_preserved):
         q = num_preserved
         out = subtract_product(y, x[:, q:], beta[q:])
         residual = subtract_product(out, x[:, :q], beta[:q]) if q else out.clone()  # its own tensor: `out` may be changed in place later
-        scale = weight / max(residual.numel(), 1)  # an empty DDP share adds 0
         flat = residual.reshape(-1)
         ctx.save_for_backward(x, residual)
-        ctx.num_preserved, ctx.scale = q, scale
-        return out, torch.dot(flat, flat) * scale
+        ctx.num_preserved = q
+        return out, torch.dot(flat, flat)
 
     @staticmethod
     def backward(ctx, grad, grad_penalty):
         x, residual = ctx.saved_tensors
         q = ctx.num_preserved
-        grad_y = torch.addcmul(grad, residual, grad_penalty * (2 * ctx.scale))  # G + 2c g_P R
+        grad_y = torch.addcmul(grad, residual, grad_penalty * 2)  # G + 2 g_P R
         grad_beta = None
-        if ctx.needs_input_grad[2]:  # removed rows: -X_m'(G + 2c g_P R); preserved rows: -2c g_P X_p'R
+        if ctx.needs_input_grad[2]:  # removed rows: -X_m'(G + 2 g_P R); preserved rows: -2 g_P X_p'R
             removed = -transposed_product(x[:, q:], grad_y)
-            kept = transposed_product(x[:, :q], residual) * (grad_penalty * (-2 * ctx.scale))
+            kept = transposed_product(x[:, :q], residual) * (grad_penalty * -2)
             grad_beta = torch.cat([kept, removed])
-        return grad_y, None, grad_beta, None, None
+        return grad_y, None, grad_beta, None
 
 
 class BatchMetadataNormFunction(torch.autograd.Function):

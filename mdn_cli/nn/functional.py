@@ -50,30 +50,35 @@ def batch_metadata_norm(
     return out.reshape(features.shape), beta
 
 
-def penalty_metadata_norm(
-    features: torch.Tensor, design: torch.Tensor, beta: torch.Tensor, num_preserved: int = 0, weight: float = 1.0
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """PMDN's training step in one autograd node: ``(Y - X_m beta_m, weight · mean((Y - X beta)²))``.
+def penalty_metadata_norm(features: torch.Tensor, design: torch.Tensor, beta: torch.Tensor, num_preserved: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """PMDN's layer in one autograd node: ``(Y - X_m beta_m, ||Y - X beta||²)``.
 
-    Differentiable in the features and in ``beta`` through both outputs. The penalty's residual
-    is the output minus the preserved part, and the backward pass folds the two gradient paths
-    into one update of the features' gradient.
+    The penalty is the sum of squares over the batch and the features of the whole design's
+    residual (preserved columns included), as in the PMDN reference code. Differentiable in the
+    features and in ``beta`` through both outputs; the backward pass folds the two gradient
+    paths into one update of the features' gradient. Which loss reaches which parameters is the
+    training loop's choice (``train.pmdn_step``).
     """
     y = features.reshape(features.shape[0], -1)
-    out, penalty = PenaltyMetadataNormFunction.apply(y, design.to(y.dtype), beta.to(y.dtype), num_preserved, weight)
+    out, penalty = PenaltyMetadataNormFunction.apply(y, design.to(y.dtype), beta.to(y.dtype), num_preserved)
     return out.reshape(features.shape), penalty
 
 
 def rls_update(
-    beta: torch.Tensor, cov: torch.Tensor, xtx: torch.Tensor, xty: torch.Tensor, forgetting: float
+    beta: torch.Tensor, cov: torch.Tensor, xtx: torch.Tensor, xty: torch.Tensor, forgetting: float, process_noise: float = 0.0
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One block step of exponentially weighted recursive least squares.
+    """One block step of exponentially weighted recursive least squares, with process noise.
 
-    With information ``R = P^-1``: ``R_t = λ R_{t-1} + X'X`` and
-    ``beta_t = beta_{t-1} + P_t (X'Y - X'X beta_{t-1})``. ``P_t = (λ I + P X'X)^-1 P`` needs only a
-    (num_design x num_design) solve, whatever the batch size (1 included).
+    The R-MDN reference's step, ``P <- P/λ; K = P X'(I + X P X')^-1; P <- P - K X P + q I;
+    beta <- beta + K (Y - X beta)``, in information form: with the updated ``P_t = (λ P^-1 +
+    X'X)^-1 = (λ I + P X'X)^-1 P`` the gain is ``K = P_t X'``, so
+    ``beta_t = beta + P_t (X'Y - X'X beta)`` needs only X'X, X'Y and a (num_design x num_design)
+    solve, whatever the batch size (1 included), and sums over DDP processes. The process noise
+    ``q I`` (a Kalman random walk on beta) is added to P after the gain is used, as in the
+    reference: it keeps P from collapsing, so beta keeps following features that change while
+    the network trains.
     """
     eye = torch.eye(cov.shape[0], dtype=cov.dtype, device=cov.device)
     cov = torch.linalg.solve(forgetting * eye + cov @ xtx, cov)
     cov = (cov + cov.T) / 2  # keep it symmetric against round-off
-    return beta + cov @ (xty - xtx @ beta), cov
+    return beta + cov @ (xty - xtx @ beta), cov + process_noise * eye

@@ -148,22 +148,31 @@ class MetadataNorm(MetadataNormBase):
 
 
 class RecursiveMetadataNorm(MetadataNormBase):
-    """R-MDN: beta by recursive least squares over the stream of training batches.
+    """R-MDN (Shah et al.): beta by recursive least squares over the stream of training batches.
 
-    After t batches ``beta`` minimises ``Σ_s λ^(t-s) ||Y_s - X_s beta||² + λ^t δ ||beta||²``
-    (λ = ``forgetting``, δ = ``regularizer``), so no whole-set Gram matrix is needed: it works on
-    streams, in continual learning and with batch size 1. The state (``running_beta`` = beta,
-    ``covariance`` = P, float64) is in buffers; gradients do not flow through beta.
+    Each training batch updates beta as a Kalman filter with a random-walk state would
+    (``rls_update``): ``forgetting`` λ, initial ``P = I / regularizer`` (δ) and
+    ``process_noise`` q added to P after every update, the reference code's defaults (0.999, 0.01,
+    1e-4). With q = 0, after t batches beta minimises ``Σ_s λ^(t-s) ||Y_s - X_s beta||² + λ^t δ
+    ||beta||²``. No whole-set Gram matrix is needed: it works on streams, in continual learning
+    and with batch size 1. As in the reference, a training batch's output uses the beta already
+    updated with that batch, no gradient flows through beta, and eval mode uses the stored beta
+    without updating it. The state (``running_beta`` = beta, ``covariance`` = P, float64) is in
+    buffers, so a resumed run continues exactly (the reference keeps P outside the state dict).
     """
 
-    def __init__(self, num_features: int, num_design: int, num_preserved: int = 0, forgetting: float = 0.999, regularizer: float = 1e-2):
+    def __init__(self, num_features: int, num_design: int, num_preserved: int = 0, forgetting: float = 0.999, regularizer: float = 1e-2,
+                 process_noise: float = 1e-4):
         super().__init__(num_features, num_design, num_preserved)
         if not 0 < forgetting <= 1:
             raise ValueError(f"forgetting={forgetting} must be in (0, 1].")
         if not regularizer > 0:
             raise ValueError(f"regularizer={regularizer} must be > 0 (the initial P is I / regularizer).")
+        if not process_noise >= 0:
+            raise ValueError(f"process_noise={process_noise} must be >= 0.")
         self.forgetting = forgetting
         self.regularizer = regularizer
+        self.process_noise = process_noise
         self.register_buffer("running_beta", torch.zeros(num_design, num_features, dtype=torch.float64))
         self.register_buffer("covariance", torch.eye(num_design, dtype=torch.float64) / regularizer)
         self.register_buffer("num_batches_tracked", torch.tensor(0, dtype=torch.long))
@@ -181,31 +190,28 @@ class RecursiveMetadataNorm(MetadataNormBase):
             if self._synced():
                 torch.distributed.all_reduce(sums)
             xtx, xty = sums[:, : self.num_design], sums[:, self.num_design :]
-            beta, cov = rls_update(self.running_beta, self.covariance, xtx, xty, self.forgetting)
+            beta, cov = rls_update(self.running_beta, self.covariance, xtx, xty, self.forgetting, self.process_noise)
             self.running_beta.copy_(beta)
             self.covariance.copy_(cov)
             self.num_batches_tracked.add_(1)
         return metadata_norm(input, design, beta, self.num_preserved)
 
     def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, forgetting={self.forgetting}, regularizer={self.regularizer}"
+        return f"{super().extra_repr()}, forgetting={self.forgetting}, regularizer={self.regularizer}, process_noise={self.process_noise}"
 
 
 class PenaltyMetadataNorm(MetadataNormBase):
-    """PMDN: beta is a learned parameter; the loss gains ``penalty_weight · mean((Y - X beta)²)``.
+    """PMDN (Vento et al.): beta is a learned parameter, fitted by a penalty ``||Y - X beta||²``.
 
-    As in the PMDN paper the whole design is fitted (so preserved columns are fitted jointly, as in
-    the other variants) and only the metadata and intercept part is removed. The mean over the
-    batch's elements, not the paper's plain sum, keeps the weight independent of batch size and
-    layer width. After each training forward ``penalty`` holds that term (``mdn_penalty`` sums them);
-    give ``beta`` its own optimiser and learning rate (``penalty_parameters``), as the paper does.
+    As in the PMDN reference code the whole design is fitted (preserved columns included, as in the
+    other variants), the penalty is a sum of squares, beta starts at zero, and only the metadata
+    and intercept part is removed from the output. After each training forward ``penalty`` holds
+    that term (``mdn_penalty`` sums them). The reference trains beta on the penalty alone and the
+    network on the task loss alone, in two passes per batch: ``mdn_cli.train.pmdn_step``.
     """
 
-    def __init__(self, num_features: int, num_design: int, num_preserved: int = 0, penalty_weight: float = 1.0):
+    def __init__(self, num_features: int, num_design: int, num_preserved: int = 0):
         super().__init__(num_features, num_design, num_preserved)
-        if not penalty_weight > 0:
-            raise ValueError(f"penalty_weight={penalty_weight} must be > 0.")
-        self.penalty_weight = penalty_weight
         self.beta = nn.Parameter(torch.zeros(num_design, num_features))
         self.penalty: torch.Tensor | None = None
 
@@ -217,11 +223,8 @@ class PenaltyMetadataNorm(MetadataNormBase):
         return self.beta
 
     def _train_forward(self, input: torch.Tensor, design: torch.Tensor) -> torch.Tensor:
-        out, self.penalty = penalty_metadata_norm(input, design, self.beta, self.num_preserved, self.penalty_weight)
+        out, self.penalty = penalty_metadata_norm(input, design, self.beta, self.num_preserved)
         return out
-
-    def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, penalty_weight={self.penalty_weight}"
 
 
 # -- lazy twins (num_features from the first input, like LazyLinear) --------------------------
@@ -271,8 +274,8 @@ class LazyRecursiveMetadataNorm(_LazyWidth, RecursiveMetadataNorm):
     running_beta: UninitializedBuffer
     _state_dtype = torch.float64
 
-    def __init__(self, num_design: int, num_preserved: int = 0, forgetting: float = 0.999, regularizer: float = 1e-2):
-        super().__init__(0, num_design, num_preserved, forgetting, regularizer)
+    def __init__(self, num_design: int, num_preserved: int = 0, forgetting: float = 0.999, regularizer: float = 1e-2, process_noise: float = 1e-4):
+        super().__init__(0, num_design, num_preserved, forgetting, regularizer, process_noise)
         self.running_beta = UninitializedBuffer(dtype=self._state_dtype)  # float64, also when loaded from a checkpoint
 
 
@@ -282,8 +285,8 @@ class LazyPenaltyMetadataNorm(_LazyWidth, PenaltyMetadataNorm):
     cls_to_become = PenaltyMetadataNorm
     beta: UninitializedParameter
 
-    def __init__(self, num_design: int, num_preserved: int = 0, penalty_weight: float = 1.0):
-        super().__init__(0, num_design, num_preserved, penalty_weight)
+    def __init__(self, num_design: int, num_preserved: int = 0):
+        super().__init__(0, num_design, num_preserved)
         self.beta = UninitializedParameter()
 
     def reset_parameters(self) -> None:

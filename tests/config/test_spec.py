@@ -421,8 +421,10 @@ def test_variant_settings_are_read_and_dumped_for_their_variant_only(tmp_path):
     dumped = dump_spec(spec)
     assert "forgetting: 0.99" in dumped and "momentum" not in dumped and "beta_lr" not in dumped
     assert load_spec(write(tmp_path / "again", dumped)) == spec
-    penalty = load_spec(write(tmp_path, BASE), ["mdn.variant=penalty", "mdn.penalty_weight=0.5", "mdn.beta_lr=1e-3"])
-    assert (penalty.mdn.penalty_weight, penalty.mdn.beta_lr) == (0.5, 1e-3)
+    penalty = load_spec(write(tmp_path, BASE), ["mdn.variant=penalty", "mdn.beta_lr=1e-3"])
+    assert penalty.mdn.beta_lr == 1e-3
+    recursive = load_spec(write(tmp_path, BASE), ["mdn.variant=recursive", "mdn.process_noise=0"])
+    assert (recursive.mdn.process_noise, recursive.mdn.regularizer) == (0.0, 1e-2)
 
 
 def test_variant_settings_out_of_range(tmp_path):
@@ -430,8 +432,8 @@ def test_variant_settings_out_of_range(tmp_path):
     issues = issues_of(write(tmp_path, text))
     assert issues["mdn.forgetting"].render() == "mdn.forgetting (line 17): must be <= 1 (got 1.5). Hint: e.g. `forgetting: 0.999`."
     assert issues["mdn.regularizer"].message == "must be > 0 (got 0)"
-    issues = issues_of(write(tmp_path, BASE), ["mdn.variant=penalty", "mdn.penalty_weight=-1", "mdn.beta_lr=0"])
-    assert set(issues) == {"mdn.penalty_weight", "mdn.beta_lr"} and issues["mdn.beta_lr"].from_override
+    issues = issues_of(write(tmp_path, BASE), ["mdn.variant=recursive", "mdn.process_noise=-1", "mdn.forgetting=0"])
+    assert set(issues) == {"mdn.process_noise", "mdn.forgetting"} and issues["mdn.process_noise"].from_override
 
 
 def test_a_setting_of_another_variant_is_an_error(tmp_path):

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.skipif(
     not (dist.is_available() and dist.is_gloo_available()), reason="torch.distributed with gloo is not available"
 )
 
-VARIANTS = {"batch": {}, "recursive": {"forgetting": 0.99}, "penalty": {"penalty_weight": 0.5, "beta_lr": 0.01}}
+VARIANTS = {"batch": {}, "recursive": {"forgetting": 0.99}, "penalty": {"beta_lr": 0.01}}
 
 
 @pytest.fixture(scope="module")

@@ -124,7 +124,7 @@ def test_penalty_metadata_norm_backward_passes_gradcheck(rng, num_preserved):
     beta = torch.from_numpy(rng.normal(size=(4, 6))).requires_grad_(True)
 
     def both(features, b):  # the output and the penalty, as one loss sees them
-        out, penalty = penalty_metadata_norm(features, x, b, num_preserved, weight=0.7)
+        out, penalty = penalty_metadata_norm(features, x, b, num_preserved)
         return out, penalty
 
     assert torch.autograd.gradcheck(both, (y, beta), eps=1e-6, atol=1e-8)
@@ -134,9 +134,9 @@ def test_penalty_metadata_norm_equals_plain_operations(rng):
     x, q = _design(rng, 12), 1
     y = torch.from_numpy(rng.normal(size=(12, 5)))
     beta = torch.from_numpy(rng.normal(size=(4, 5)))
-    out, penalty = penalty_metadata_norm(y, x, beta, q, weight=0.5)
+    out, penalty = penalty_metadata_norm(y, x, beta, q)
     np.testing.assert_allclose(out.numpy(), (y - x[:, q:] @ beta[q:]).numpy(), atol=1e-12)
-    assert float(penalty) == pytest.approx(0.5 * float(((y - x @ beta) ** 2).mean()), rel=1e-12)
+    assert float(penalty) == pytest.approx(float(((y - x @ beta) ** 2).sum()), rel=1e-12)  # a sum of squares, as the reference
 
 
 def test_penalty_output_may_be_changed_in_place_afterwards(rng):

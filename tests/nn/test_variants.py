@@ -39,7 +39,7 @@ def test_rmdn_without_forgetting_converges_to_whole_set_ols(rng):
     n, f = 400, 5
     x = make_design(rng, n)
     y = make_features(rng, x, f)
-    layer = RecursiveMetadataNorm(f, x.shape[1], num_preserved=1, forgetting=1.0, regularizer=1e-9).train()
+    layer = RecursiveMetadataNorm(f, x.shape[1], num_preserved=1, forgetting=1.0, regularizer=1e-9, process_noise=0.0).train()
     for sl in batches(n, [1, 7, 32, 3]):  # batch size 1 and uneven batches included
         layer(t(y[sl]).float(), design=t(x[sl]).float())
     np.testing.assert_allclose(layer.running_beta.numpy(), ols(x, y), atol=1e-4, rtol=0)
@@ -50,7 +50,7 @@ def test_rmdn_with_forgetting_is_exponentially_weighted_ridge(rng):
     n, f, lam, delta = 150, 3, 0.9, 0.5
     x = make_design(rng, n)
     y = make_features(rng, x, f)
-    layer = RecursiveMetadataNorm(f, x.shape[1], num_preserved=1, forgetting=lam, regularizer=delta).double().train()
+    layer = RecursiveMetadataNorm(f, x.shape[1], num_preserved=1, forgetting=lam, regularizer=delta, process_noise=0.0).double().train()
     slices = list(batches(n, [10, 1, 25]))
     for sl in slices:
         layer(t(y[sl]), design=t(x[sl]))
@@ -63,6 +63,46 @@ def test_rmdn_with_forgetting_is_exponentially_weighted_ridge(rng):
         rhs += lam ** (big_t - s) * x[sl].T @ y[sl]
     np.testing.assert_allclose(layer.running_beta.numpy(), np.linalg.solve(info, rhs), atol=1e-9, rtol=0)
     np.testing.assert_allclose(layer.covariance.numpy(), np.linalg.inv(info), atol=1e-9, rtol=0)
+
+
+def test_rmdn_three_batches_equal_the_reference_recursion(rng):
+    """P and beta after three batches against the R-MDN reference's update, written out here.
+
+    Per batch (ynshah3/Recursive-MDN, rmdn.py): P <- P/λ; K = P X'(I + X P X')^-1;
+    P <- P - K X P + reg I; beta <- beta + K (Y - X beta); the output uses the new beta.
+    """
+    f, lam, delta, reg = 4, 0.999, 0.01, 1e-4
+    x = make_design(rng, 3 * 16)
+    y = make_features(rng, x, f)
+    layer = RecursiveMetadataNorm(f, x.shape[1], num_preserved=1).double().train()  # the reference's defaults
+    assert (layer.forgetting, layer.regularizer, layer.process_noise) == (lam, delta, reg)
+    p, beta = np.eye(x.shape[1]) / delta, np.zeros((x.shape[1], f))
+    for sl in (slice(0, 16), slice(16, 32), slice(32, 48)):
+        xb, yb = x[sl], y[sl]
+        out = layer(t(yb), design=t(xb)).detach().numpy()
+        p = p / lam
+        gain = p @ xb.T @ np.linalg.inv(np.eye(len(xb)) + xb @ p @ xb.T)
+        p = p - gain @ xb @ p + reg * np.eye(x.shape[1])
+        beta = beta + gain @ (yb - xb @ beta)
+        np.testing.assert_allclose(out, yb - xb[:, 1:] @ beta[1:], rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(layer.covariance.numpy(), p, rtol=1e-9, atol=1e-10)  # the reference's form rounds differently (not symmetric)
+    np.testing.assert_allclose(layer.running_beta.numpy(), beta, rtol=1e-9, atol=1e-9)
+
+
+def test_rmdn_process_noise_keeps_p_from_collapsing(rng):
+    """Without process noise P shrinks like 1/t (beta stops moving); with it P settles at a floor of at least q I."""
+    x = make_design(rng, 4000)
+    y = make_features(rng, x, 2)
+    traces = {}
+    for noise in (0.0, 1e-4):
+        layer = RecursiveMetadataNorm(2, x.shape[1], num_preserved=1, forgetting=1.0, process_noise=noise).double().train()
+        for i, sl in enumerate(batches(len(x), [20]), start=1):
+            layer(t(y[sl]), design=t(x[sl]))
+            if i in (100, 200):
+                traces[noise, i] = float(torch.trace(layer.covariance))
+        assert float(torch.linalg.eigvalsh(layer.covariance)[0]) >= noise
+    assert traces[0.0, 200] / traces[0.0, 100] < 0.6  # halves when the data double
+    assert traces[1e-4, 200] / traces[1e-4, 100] > 0.9  # steady state
 
 
 def test_rmdn_output_removes_metadata_part_and_no_gradient_reaches_beta(rng):
@@ -124,7 +164,9 @@ def test_rmdn_rejects_bad_settings():
         RecursiveMetadataNorm(3, 3, forgetting=0.0)
     with pytest.raises(ValueError, match="regularizer"):
         RecursiveMetadataNorm(3, 3, regularizer=0.0)
-    assert "forgetting=0.99, regularizer=0.1" in repr(RecursiveMetadataNorm(3, 3, forgetting=0.99, regularizer=0.1))
+    with pytest.raises(ValueError, match="process_noise"):
+        RecursiveMetadataNorm(3, 3, process_noise=-1e-3)
+    assert "forgetting=0.99, regularizer=0.1, process_noise=0.001" in repr(RecursiveMetadataNorm(3, 3, forgetting=0.99, regularizer=0.1, process_noise=1e-3))
 
 
 # -- PMDN --------------------------------------------------------------------------------------
@@ -132,7 +174,7 @@ def test_pmdn_learned_beta_approaches_ols_on_fixed_features(rng):
     n, f = 256, 4
     x = make_design(rng, n)
     y = make_features(rng, x, f)
-    layer = PenaltyMetadataNorm(f, x.shape[1], num_preserved=1, penalty_weight=1.0).double().train()
+    layer = PenaltyMetadataNorm(f, x.shape[1], num_preserved=1).double().train()
     optimizer = torch.optim.Adam(penalty_parameters(layer), lr=0.05)
     for _epoch in range(150):
         for sl in batches(n, [64]):
@@ -147,18 +189,83 @@ def test_pmdn_learned_beta_approaches_ols_on_fixed_features(rng):
 def test_pmdn_penalty_output_and_gradients(rng):
     x = make_design(rng, 10)
     y = make_features(rng, x, 3)
-    layer = PenaltyMetadataNorm(3, x.shape[1], num_preserved=1, penalty_weight=0.5).double().train()
+    layer = PenaltyMetadataNorm(3, x.shape[1], num_preserved=1).double().train()
     beta = rng.normal(size=(x.shape[1], 3))
     with torch.no_grad():
         layer.beta.copy_(t(beta))
     inputs = t(y).clone().requires_grad_(True)
     out = layer(inputs, design=t(x))
     np.testing.assert_allclose(out.detach().numpy(), y - x[:, 1:] @ beta[1:], atol=1e-12)
-    np.testing.assert_allclose(float(mdn_penalty(layer).detach()), 0.5 * np.mean((y - x @ beta) ** 2), rtol=1e-12)
+    np.testing.assert_allclose(float(mdn_penalty(layer).detach()), np.sum((y - x @ beta) ** 2), rtol=1e-12)
     out.sum().backward()  # the output's gradient reaches beta (the removed part) and the input
     assert torch.equal(inputs.grad, torch.ones_like(inputs))
     np.testing.assert_allclose(layer.beta.grad.numpy()[1:], -x[:, 1:].sum(0)[:, None].repeat(3, 1), atol=1e-12)
     assert np.all(layer.beta.grad.numpy()[0] == 0)
+
+
+def pmdn_net(x: np.ndarray, seed: int = 0) -> nn.Sequential:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(5, 4), PenaltyMetadataNorm(4, x.shape[1], num_preserved=1), nn.Tanh(), nn.Linear(4, 1)).double()
+
+
+def test_pmdn_step_moves_beta_by_the_penalty_alone_and_the_network_by_the_task_loss_alone(rng):
+    """One training step (train.fit_penalty_betas, then the task loss) against the reference's two passes written out."""
+    from mdn_cli.train import fit_penalty_betas
+
+    x = make_design(rng, 32)
+    inputs, target = t(rng.normal(size=(32, 5))), t(rng.normal(size=(32, 1)))
+    net = pmdn_net(x)
+    with torch.no_grad():
+        net[1].beta.copy_(t(rng.normal(size=net[1].beta.shape) * 0.1))
+    reference = pmdn_net(x)
+    reference.load_state_dict(net.state_dict())
+    network_params = [p for name, p in net.named_parameters() if name != "1.beta"]
+    beta_optimizer, optimizer = torch.optim.Adam([net[1].beta], lr=0.045), torch.optim.SGD(network_params, lr=0.1)
+
+    fit_penalty_betas(net, inputs, t(x), beta_optimizer)
+    with metadata(net, t(x)):
+        loss = ((net(inputs) - target) ** 2).mean()
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+
+    # pass 1 written out: the penalty's gradient on beta only, one Adam step
+    features = reference[0](inputs)
+    beta = reference[1].beta.detach().clone().requires_grad_(True)
+    penalty = ((features.detach() - t(x) @ beta) ** 2).sum()  # the features do not depend on beta (first MDN layer)
+    (grad,) = torch.autograd.grad(penalty, beta)
+    reference_beta = torch.optim.Adam([beta], lr=0.045)
+    beta.grad = grad
+    reference_beta.step()
+    torch.testing.assert_close(net[1].beta.detach(), beta.detach(), rtol=1e-12, atol=1e-12)
+    # pass 2 written out: the task loss with the updated (constant) beta, gradients on the network only
+    with torch.no_grad():
+        reference[1].beta.copy_(beta)
+    reference[1].beta.requires_grad_(False)
+    with metadata(reference, t(x)):
+        reference_loss = ((reference(inputs) - target) ** 2).mean()
+    reference_params = [p for name, p in reference.named_parameters() if name != "1.beta"]
+    grads = torch.autograd.grad(reference_loss, reference_params)
+    for param, before, grad in zip(network_params, reference_params, grads):
+        torch.testing.assert_close(param.detach(), before.detach() - 0.1 * grad, rtol=1e-12, atol=1e-12)
+
+
+def test_pmdn_two_pass_beta_approaches_full_design_ols_on_fixed_features(rng):
+    """With a frozen network the betas' pass alone fits the whole design (label included), as OLS does."""
+    from mdn_cli.train import fit_penalty_betas
+
+    n = 256
+    x = make_design(rng, n)
+    net = pmdn_net(x)
+    for param in (*net[0].parameters(), *net[3].parameters()):
+        param.requires_grad_(False)
+    inputs = t(rng.normal(size=(n, 5)) + x[:, 1:2])
+    beta_optimizer = torch.optim.Adam([net[1].beta], lr=0.045)
+    for _epoch in range(200):
+        for sl in batches(n, [64]):
+            fit_penalty_betas(net, inputs[sl], t(x[sl]), beta_optimizer)
+    reference = ols(x, net[0](inputs).detach().numpy())
+    np.testing.assert_allclose(net[1].beta.detach().numpy(), reference, atol=0.02 * np.abs(reference).max(), rtol=0)
 
 
 def test_lazy_pmdn_infers_width_and_resets():
@@ -185,7 +292,7 @@ def metrics_of(run: Path) -> list[dict]:
     return [{k: v for k, v in json.loads(line).items() if k != "seconds"} for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
-@pytest.mark.parametrize("mdn", [{"variant": "recursive", "forgetting": 0.99}, {"variant": "penalty", "penalty_weight": 0.5, "beta_lr": 0.01}])
+@pytest.mark.parametrize("mdn", [{"variant": "recursive", "forgetting": 0.99}, {"variant": "penalty", "beta_lr": 0.01}])
 def test_variants_train_from_a_spec_and_resume_exactly(small_data, tmp_path, mdn):
     spec = load_spec(variant_spec(small_data, f"{mdn['variant']}.yaml", mdn))
     summary = train(spec, tmp_path / "straight")

@@ -48,7 +48,7 @@ def extract(
         raise MdnError("--inputs and --table go together.", where="--inputs" if inputs is None else "--table", hint="give both for new data, or neither to use --split.")
     loaded = load_run(run_dir, checkpoint, device.value if device else None)
     for name in layer:
-        loaded.network.feature_module(name)  # unknown names fail here, before any output exists
+        loaded.network.feature_module(name, where="--layer", target=str(run_dir))  # unknown names fail here, before any output exists
     source = file_source(loaded, inputs, table) if inputs is not None else split_source(loaded, split)
     progress = row_progress(quiet, "extract")
     with progress as advance:
