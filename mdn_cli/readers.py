@@ -6,6 +6,7 @@ gives the float32 tensor a model sees. Every failure is a ``SampleReadError`` na
 
 from __future__ import annotations
 
+import os
 import re
 import zlib
 from pathlib import Path
@@ -57,8 +58,8 @@ def _restore_error(cls: type, args: tuple, fields: dict) -> Exception:
 
 def extension_of(path: str | Path) -> str:
     """The lower-cased extension, with ``.nii.gz`` as one extension."""
-    name = Path(path).name.lower()
-    return ".nii.gz" if name.endswith(".nii.gz") else Path(name).suffix
+    name = os.path.basename(os.fspath(path)).lower()  # (os.path: pathlib costs microseconds a sample)
+    return ".nii.gz" if name.endswith(".nii.gz") else os.path.splitext(name)[1]
 
 
 def read_raw(path: str | Path, channels: int | None = None) -> np.ndarray:
@@ -78,7 +79,7 @@ def read_raw(path: str | Path, channels: int | None = None) -> np.ndarray:
         raise SampleReadError(
             f"unsupported file type {ext or '(no extension)'!r}.", path=path, hint=f"supported extensions: {', '.join(SUPPORTED_EXTENSIONS)}."
         )
-    if not Path(path).is_file():
+    if not os.path.isfile(path):
         raise SampleReadError("file not found.", path=path, hint="check the path.")
     if ext in IMAGE_EXTENSIONS:
         return _read_image(path, channels)
@@ -122,10 +123,9 @@ def _image_array(image: Image.Image, channels: int | None) -> np.ndarray:
         return _match_channels(array.astype(np.uint16)[None], channels, image.filename)
     if image.mode == "F":
         return _match_channels(np.asarray(image, dtype=np.float32)[None], channels, image.filename)
-    grey = image.mode in ("1", "L", "LA")
-    if channels == 1 or (channels is None and grey):
-        return np.asarray(image.convert("L"))[None].copy()
-    return np.ascontiguousarray(np.asarray(image.convert("RGB")).transpose(2, 0, 1))
+    mode = "L" if channels == 1 or (channels is None and image.mode in ("1", "L", "LA")) else "RGB"
+    pixels = np.array(image if image.mode == mode else image.convert(mode))
+    return pixels[None] if mode == "L" else np.ascontiguousarray(pixels.transpose(2, 0, 1))
 
 
 def _read_nifti(path: str | Path) -> np.ndarray:
