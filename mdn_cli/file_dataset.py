@@ -51,8 +51,9 @@ class FileSamples(Dataset):
 
     ``transform`` applies to every sample; ``augment`` (random steps) only while ``training`` is
     True, like ``nn.Module.train()``: set it before each pass (``loader`` picks it up, with the
-    epoch from ``set_epoch``, when a pass starts, also for persistent workers). ``expected_shape``
-    (set by ``check_shapes``) is the shape after ``transform``; a sample that differs raises
+    epoch from ``set_epoch``, when a pass starts, also for persistent workers; other attributes
+    reach workers as they were when the workers started). ``expected_shape`` (set by
+    ``check_shapes``) is the shape after ``transform``; a sample that differs raises
     SampleShapeError with its row id when it is loaded.
     """
 

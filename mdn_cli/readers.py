@@ -67,8 +67,9 @@ def read_raw(path: str | Path, channels: int | None = None) -> np.ndarray:
 
     Images: grayscale -> (1, H, W), colour -> (3, H, W). Alpha is dropped (RGBA -> RGB, LA -> L),
     palette and other colour modes (P, CMYK, YCbCr...) become RGB, 1-bit becomes 0/255 uint8;
-    8-bit stays uint8 and 16-bit (I;16, I;16B, or I within 0..65535) becomes uint16. ``channels``
-    1 converts colour with Pillow's luminance (``convert('L')``), 3 repeats a grey channel.
+    8-bit stays uint8 and 16-bit (I;16, I;16B, or I within 0..65535) becomes uint16, 32-bit float
+    (F) stays float32; multi-page files are refused. ``channels`` 1 converts colour with Pillow's
+    luminance (``convert('L')``), 3 repeats a grey channel.
     NIfTI: (X, Y, Z) -> (1, X, Y, Z), (X, Y, Z, C) -> (C, X, Y, Z); values scaled by the header's
     scl_slope/scl_inter come out as float32. ``.npy``: as stored (it should be channels first),
     read without pickle so that no file can run code. For volumes and arrays ``channels`` only
