@@ -17,6 +17,7 @@ Every epoch is timed whole, worker start-up included, in row order.
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import sys
 import tempfile
@@ -86,7 +87,7 @@ class PackedRows(Dataset):
         self.path, self.n, self.epoch, self.file = path, n, epoch, None
 
     def __len__(self) -> int:
-        return -(-self.n // BATCH)
+        return math.ceil(self.n / BATCH)
 
     def __getitem__(self, i: int) -> torch.Tensor:
         if self.file is None:

@@ -141,7 +141,7 @@ def check_shapes(samples: FileSamples, rows_by_split: Mapping[str, Sequence[int]
             shapes=[(samples.ids[row], samples.paths[row], shape) for _, row, shape in shapes],
             hint=_shape_hint(next(shape for _, _, shape in shapes if shape != shapes[0][2]), shapes[0][2]),
         )
-    split, row, shape = shapes[0]
+    _, row, shape = shapes[0]
     if samples.augment is not None:
         try:
             augmented = output_shape(samples.augment, shape)

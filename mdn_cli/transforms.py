@@ -224,7 +224,7 @@ class CenterCrop(Step):
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         size = self.output_shape(tuple(x.shape))[1:]
-        starts = [int(round((d - s) / 2.0)) for d, s in zip(x.shape[1:], size)]
+        starts = [round((d - s) / 2) for d, s in zip(x.shape[1:], size)]  # round half to even, as torchvision
         return x[(slice(None), *(slice(a, a + s) for a, s in zip(starts, size)))]
 
 
