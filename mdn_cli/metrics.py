@@ -110,9 +110,13 @@ def _prepare(task: str, y_true, score, classes: Optional[Sequence]) -> tuple[np.
     """Checked float64 scores and y_true as class codes (classification) or floats (regression)."""
     if task not in METRICS_BY_TASK:
         raise MetricsInputError(f"unknown task {task!r}; expected one of {', '.join(METRICS_BY_TASK)}.")
+    if np.ndim(y_true) != 1:
+        raise MetricsInputError(f"y_true must be one value per row (got shape {np.shape(y_true)}).")
     n = len(y_true)
     if n == 0:
         raise MetricsInputError("no rows to evaluate.")
+    if task == "regression" and classes is not None:
+        raise MetricsInputError("classes name the columns of a classifier's scores; regression has none.")
     try:
         score = np.asarray(score, dtype=np.float64)
     except (TypeError, ValueError) as error:
@@ -511,8 +515,8 @@ def bootstrap_intervals(
                     gapped[column.name, name].append(np.where(usable, difference, np.nan))
     return {
         "n_boot": int(n_boot),
-        "seed": seed,
-        "level": level,
+        "seed": int(seed),
+        "level": float(level),
         "method": "percentile",
         "resampling": "rows" if task == "regression" else "rows within each class (stratified)",
         "overall": {name: {"estimate": point.values[name], **_interval(overall[name], level)} for name in names},

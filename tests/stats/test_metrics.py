@@ -202,6 +202,8 @@ def test_class_labels_map_through_classes(rng):
         ("multiclass", [0, 1], [[2.0, -1.0], [0.5, 0.1]], None, "softmax"),
         ("multiclass", [0, 1], [0.2, 0.8], None, "(n, K) class probabilities"),
         ("regression", [1.0, "x"], [1.0, 2.0], None, "not a number in 1 row."),
+        ("regression", [1.0, 2.0], [1.0, 2.0], ["a", "b"], "regression has none"),
+        ("binary", [[0, 1]], [0.1, 0.9], None, "one value per row"),
     ],
 )
 def test_input_errors(task, y_true, score, classes, message):
@@ -247,6 +249,8 @@ def test_levels_as_text_and_missing_values_kept_missing():
     assert list(forced.cat.categories) == [str(i) for i in range(10)]
     assert list(quantile_groups(pd.Series(["b", "a", None, "b"])).cat.categories) == ["a", "b"]
     assert list(quantile_groups(pd.Series([True, False, True])).cat.categories) == ["False", "True"]
+    nullable = quantile_groups(pd.Series([3, 1, None], dtype="Int64"))
+    assert list(nullable.cat.categories) == ["1", "3"] and nullable.isna().tolist() == [False, False, True]
     ordered = pd.Series(pd.Categorical(["lo", "hi", "mid"], categories=["lo", "mid", "hi"]))
     assert list(quantile_groups(ordered).cat.categories) == ["lo", "mid", "hi"]
     with pytest.raises(MetricsInputError, match="infinite"):
@@ -399,3 +403,16 @@ def test_bootstrap_argument_errors():
         bootstrap_intervals("binary", [0, 1], [0.1, 0.9], n_boot=0, seed=0)
     with pytest.raises(MetricsInputError, match="level must be between 0 and 1"):
         bootstrap_intervals("binary", [0, 1], [0.1, 0.9], n_boot=10, seed=0, level=95)
+
+
+def test_multiclass_intervals_leave_out_the_confusion_matrix(rng):
+    y, p = multiclass_data(rng, 90)
+    result = bootstrap_intervals("multiclass", y, p, {"half": pd.Series(np.arange(90) % 2)}, n_boot=20, seed=0)
+    assert list(result["overall"]) == ["accuracy", "balanced_accuracy", "macro_f1", "log_loss"]
+    assert [gap["metric"] for gap in result["gaps"]] == list(result["overall"])
+
+
+def test_a_metric_undefined_on_every_replicate_has_no_interval():
+    result = bootstrap_intervals("binary", [0, 0, 0, 0], [0.1, 0.6, 0.2, 0.3], n_boot=10, seed=0)
+    assert result["overall"]["roc_auc"] == {"estimate": None, "low": None, "high": None, "n_used": 0}
+    assert result["overall"]["accuracy"]["n_used"] == 10
