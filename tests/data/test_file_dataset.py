@@ -9,9 +9,9 @@ import pytest
 import torch
 from PIL import Image
 
-from mdn_cli.file_dataset import FileSamples, MissingFilesError, SampleShapeError, SampleTransformError, check_files, check_shapes, default_num_workers, loader
-from mdn_cli.readers import SampleReadError, read_sample
-from mdn_cli.transforms import Compose, parse_steps
+from mdn_cli.data.file_dataset import FileSamples, MissingFilesError, SampleShapeError, SampleTransformError, check_files, check_shapes, default_num_workers, loader
+from mdn_cli.data.readers import SampleReadError, read_sample
+from mdn_cli.data.transforms import Compose, parse_steps
 
 AUGMENT = [{"flip": {"axes": [0, 1]}}, {"random_crop": {"size": 8, "padding": 2}}]
 

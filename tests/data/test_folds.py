@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mdn_cli.folds import FoldError, assign_folds
+from mdn_cli.data.folds import FoldError, assign_folds
 
 pytestmark = pytest.mark.filterwarnings("error")  # sklearn's splitter warnings would mean a missed check
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from mdn_cli.readers import SUPPORTED_EXTENSIONS, SampleReadError, extension_of, read_raw, read_sample, to_float, write_image_study
+from mdn_cli.data.readers import SUPPORTED_EXTENSIONS, SampleReadError, extension_of, read_raw, read_sample, to_float, write_image_study
 
 
 @pytest.mark.parametrize("name", ["a.png", "a.bmp", "a.tif", "a.tiff", "A.PNG"])

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from mdn_cli.readers import to_float
-from mdn_cli.transforms import Compose, TransformApplyError, TransformSpecError, needs_float, output_shape, parse_steps, sample_generator
+from mdn_cli.data.readers import to_float
+from mdn_cli.data.transforms import Compose, TransformApplyError, TransformSpecError, needs_float, output_shape, parse_steps, sample_generator
 
 
 def compose(*raw) -> Compose:

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from sklearn import metrics as skm
 
-from mdn_cli.metrics import (
+from mdn_cli.stats.metrics import (
     _BY_TASK,
     LOWER_IS_BETTER,
     METRICS_BY_TASK,
@@ -389,7 +389,7 @@ def test_replicates_where_a_metric_is_undefined_are_skipped(rng):
 
 
 def test_bootstrap_in_chunks_uses_every_replicate(rng, monkeypatch):
-    from mdn_cli import metrics
+    from mdn_cli.stats import metrics
 
     y, p = binary_data(rng, 100)
     monkeypatch.setattr(metrics, "_WEIGHTS_PER_CHUNK", 700)  # 7 replicates per chunk, the last one 2

@@ -16,8 +16,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from mdn_cli.readers import SampleReadError, read_sample
-from mdn_cli.transforms import Compose, TransformApplyError, output_shape, sample_generator
+from mdn_cli.data.readers import SampleReadError, read_sample
+from mdn_cli.data.transforms import Compose, TransformApplyError, output_shape, sample_generator
 
 
 class MissingFilesError(SampleReadError):
