@@ -30,6 +30,10 @@ def column_product(u: np.ndarray, u_categorical: bool, u_rows: np.ndarray,
     return float(u_product(s, u_rows @ v_rows, u_rows.sum(), v_rows.sum(), u.size))
 
 
+# 1 - R*² below this is rounding of R* = ±1 (a column that is a function of the given one).
+_VANISHING = 1e-12
+
+
 def partial_from_products(aa, bb, cc, ab, ac, bc):
     """pdcor* from the six inner products (arrays elementwise), as the dcor package defines it:
     each R* clipped to [-1, 1], 0 where a variance or 1 - R*² vanishes."""
@@ -40,8 +44,10 @@ def partial_from_products(aa, bb, cc, ab, ac, bc):
         return np.clip(np.divide(cross, np.sqrt(np.abs(scale)), out=np.zeros_like(cross), where=scale > 0), -1.0, 1.0)
 
     r_xy, r_xz, r_yz = correlation(ab, aa, bb), correlation(ac, aa, cc), correlation(bc, bb, cc)
-    denominator = np.sqrt(1.0 - r_xz**2) * np.sqrt(1.0 - r_yz**2)
-    return np.divide(r_xy - r_xz * r_yz, denominator, out=np.zeros_like(denominator), where=denominator > 0)
+    rest_x, rest_y = 1.0 - r_xz**2, 1.0 - r_yz**2
+    vanishing = (rest_x <= _VANISHING) | (rest_y <= _VANISHING)
+    denominator = np.sqrt(np.where(vanishing, 1.0, rest_x * rest_y))
+    return np.where(vanishing, 0.0, (r_xy - r_xz * r_yz) / denominator)
 
 
 class PartialSums:
@@ -53,12 +59,12 @@ class PartialSums:
         self.ab, self.ac = y.dcov(), z.dcov()
         self.bc = column_product(y.values, y.categorical, y.b_rows, z.values, z.categorical, z.b_rows)
         self.estimate = float(partial_from_products(self.aa, self.bb, self.cc, self.ab, self.ac, self.bc))
-        r_xz, r_yz = (abs(cross) / np.sqrt(first * second) for cross, first, second in
-                      ((self.ac, self.aa, self.cc), (self.bc, self.bb, self.cc)))  # fmt: skip
+        rest_x, rest_y = (1.0 - cross**2 / (first * second) for cross, first, second in
+                          ((self.ac, self.aa, self.cc), (self.bc, self.bb, self.cc)))  # fmt: skip
         self.note: Optional[str] = None
-        if max(r_xz, r_yz) >= 1.0:
-            side = "the features" if r_xz >= 1.0 else "the column"
-            self.note = f"{side} are a function of the given column (R* = 1): partial dcor² set to 0"
+        if min(rest_x, rest_y) <= _VANISHING:
+            side = "the features are" if rest_x <= _VANISHING else "the column is"
+            self.note = f"{side} a function of the given column (R* = 1): partial dcor² set to 0"
 
     def projection_products(self) -> np.ndarray:
         """P_x . P_y^pi for the observed rows (first) and every shuffle of the pass."""
