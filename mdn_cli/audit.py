@@ -48,6 +48,14 @@ class AuditRow:
     dcor_v: Optional[float]
     pvalue: Optional[float]
     note: Optional[str]
+    given: Optional[str] = None
+    ci_low: Optional[float] = None
+    ci_high: Optional[float] = None
+    ci_method: Optional[str] = None
+
+
+# Row keys that appear only in audits that asked for them (--given, --ci).
+_OPTIONAL_KEYS = {"given": ("given",), "ci": ("ci_low", "ci_high", "ci_method")}
 
 
 @dataclass
@@ -64,8 +72,14 @@ class AuditResult:
         """{"cf": {"all": 0.31, "label=0": 0.12, ...}}: the shape training metrics log."""
         out: dict[str, dict[str, Optional[float]]] = {}
         for row in self.rows:
-            out.setdefault(row.column, {})[row.stratum or "all"] = row.dcor2
+            key = row.column if row.given is None else f"{row.column} | {row.given}"
+            out.setdefault(key, {})[row.stratum or "all"] = row.dcor2
         return out
+
+    def row_dicts(self) -> list[dict]:
+        """The rows as dicts, without the keys of options this audit did not use."""
+        unused = [key for option, keys in _OPTIONAL_KEYS.items() if not self.settings.get(option) for key in keys]
+        return [{key: value for key, value in asdict(row).items() if key not in unused} for row in self.rows]
 
     def above(self, threshold: float) -> list[AuditRow]:
         """Gated rows whose dcor² exceeds ``threshold``: the strata when there are any, else the pooled rows.
@@ -84,7 +98,7 @@ class AuditResult:
             "features": self.features,
             "table": self.table,
             "settings": self.settings,
-            "results": [asdict(row) for row in self.rows],
+            "results": self.row_dicts(),
         }
 
 
@@ -108,12 +122,19 @@ def audit_features(
     tile_size: int = 1024,
     progress: Optional[Callable[[int, int], None]] = None,
     device: torch.device | str = "cpu",
+    given: Sequence[str] = (),
+    ci: Optional[float] = None,
+    cluster: Optional[str] = None,
+    permute_within: Optional[str] = None,
 ) -> AuditResult:
     """dcor² of ``features`` (n, ...) with each of ``columns`` of ``table`` (n rows, same order).
 
     Pooled, and with ``by`` also per stratum of that column. ``categorical`` forces the
     discrete metric (strings and booleans always use it). ``sample`` audits a seeded random
     subset of rows for a quick look. All columns, strata and permutations share one tiled pass.
+    Each ``given`` column adds, per column and stratum, the partial dcor² given it (rows with
+    ``given`` set). ``ci`` adds jackknife intervals at that level (leaving out whole ``cluster``
+    groups when named); ``permute_within`` keeps permutation shuffles inside its blocks.
     """
     matrix = features.detach().cpu().numpy() if isinstance(features, torch.Tensor) else np.asarray(features)
     matrix = matrix.reshape(matrix.shape[0], -1) if matrix.ndim != 2 else matrix
@@ -122,7 +143,10 @@ def audit_features(
             f"{matrix.shape[0]} feature rows but {len(table)} table rows.",
             hint="pass the table rows of exactly these samples, in the same order (or join by id).",
         )
-    wanted = list(columns) + ([by] if by is not None else []) + list(categorical)
+    given = list(given)
+    label_options = {"--cluster": cluster, "--permute-within": permute_within}
+    wanted = (list(columns) + ([by] if by is not None else []) + list(categorical) + given
+              + [name for name in label_options.values() if name is not None])  # fmt: skip
     unknown = [name for name in dict.fromkeys(wanted) if name not in table.columns]
     if unknown:
         raise MdnError(
@@ -135,6 +159,7 @@ def audit_features(
         check_finite(matrix)
     except NonFiniteError as exc:
         raise MdnError(str(exc), hint="fix or drop those samples before auditing.") from None
+    _check_science_options(table, columns, by, given, ci, label_options, test)
 
     table = table.reset_index(drop=True)
     sampled = sample is not None and sample < len(table)
@@ -148,8 +173,7 @@ def audit_features(
         for value in sorted(labels.dropna().unique(), key=lambda v: (str(type(v)), v)):
             strata.append((f"{by}={_value_text(value)}", (labels == value).to_numpy()))
 
-    job_columns, job_kinds, job_subsets, job_labels = [], [], [], []
-    for name in columns:
+    def column(name: str) -> tuple[np.ndarray, bool]:
         series = table[name]
         categorical_column = is_categorical(series, name in categorical)
         values = series.to_numpy(dtype=object) if categorical_column else series.to_numpy(dtype=np.float64)
@@ -159,20 +183,37 @@ def audit_features(
                 f"column {name!r} has infinite values in rows {listing(bad.tolist())}.",
                 hint="leave the cell empty to mark a missing value.",
             )
-        for stratum, subset in strata:
-            job_columns.append(values)
-            job_kinds.append(categorical_column)
-            job_subsets.append(subset)
-            job_labels.append((name, "categorical" if categorical_column else "numeric", stratum))
+        return values, categorical_column
 
-    results = distance_correlation(
-        matrix, job_columns, job_kinds, subsets=job_subsets, test=test,
-        permutations=permutations, seed=seed, dtype=dtype, tile_size=tile_size, progress=progress, device=device,
-    )  # fmt: skip
+    job_columns, job_kinds, job_subsets, job_given, job_given_kinds, job_labels = [], [], [], [], [], []
+    for name in columns:
+        values, categorical_column = column(name)
+        for given_name in [None, *given]:
+            z_values, z_categorical = column(given_name) if given_name is not None else (None, False)
+            for stratum, subset in strata:
+                job_columns.append(values)
+                job_kinds.append(categorical_column)
+                job_subsets.append(subset)
+                job_given.append(z_values)
+                job_given_kinds.append(z_categorical)
+                job_labels.append((name, "categorical" if categorical_column else "numeric", stratum, given_name))
+
+    try:
+        results = distance_correlation(
+            matrix, job_columns, job_kinds, subsets=job_subsets, given=job_given, given_categorical=job_given_kinds,
+            test=test, permutations=permutations, seed=seed, ci=ci,
+            cluster=None if cluster is None else table[cluster].to_numpy(dtype=object),
+            permute_within=None if permute_within is None else table[permute_within].to_numpy(dtype=object),
+            dtype=dtype, tile_size=tile_size, progress=progress, device=device,
+        )  # fmt: skip
+    except ValueError as error:  # what only the pass can see, e.g. strata whose blocks all have one row
+        option = "--permute-within" if "permute_within" in str(error) else "--cluster" if "cluster" in str(error) else None
+        raise MdnError(str(error).replace("permute_within: ", "") + ".", where=option) from error
     rows = [
         AuditRow(column=name, kind=kind, stratum=stratum, n=r.n, n_missing=r.n_missing,
-                 dcor2=r.dcor2_u, dcor2_v=r.dcor2_v, dcor_v=r.dcor_v, pvalue=r.pvalue, note=r.note)  # fmt: skip
-        for (name, kind, stratum), r in zip(job_labels, results)
+                 dcor2=r.dcor2_u, dcor2_v=r.dcor2_v, dcor_v=r.dcor_v, pvalue=r.pvalue, note=r.note,
+                 given=given_name, ci_low=r.ci_low, ci_high=r.ci_high, ci_method=r.ci_method)  # fmt: skip
+        for (name, kind, stratum, given_name), r in zip(job_labels, results)
     ]
     settings = {
         "statistic": STATISTIC,
@@ -182,8 +223,47 @@ def audit_features(
         "by": by,
         "sample": sample if sampled else None,
         "dtype": "float64" if dtype == torch.float64 else "float32",
+        "given": given,
+        "ci": ci,
+        "ci_method": None if ci is None else ("jackknife" if cluster is None else f"cluster jackknife over {cluster}"),
+        "cluster": cluster,
+        "permute_within": permute_within,
     }
     return AuditResult(rows=rows, n=matrix.shape[0], settings=settings)
+
+
+def _check_science_options(table: pd.DataFrame, columns: Sequence[str], by: Optional[str], given: Sequence[str],
+                           ci: Optional[float], labels: dict, test: Optional[str]) -> None:  # fmt: skip
+    """--given, --ci, --cluster and --permute-within problems, named before any work is done."""
+    for name in given:
+        if name in columns or name == by:
+            role = "the --by column" if name == by else "an audited column"
+            raise MdnError(
+                f"--given {name} is {role}: partial dcor² given a column is about the other columns.",
+                where="--given",
+                hint=f"leave {name} out of --columns (or --by), or give another column.",
+            )
+        if table[name].dropna().nunique() < 2:
+            raise MdnError(f"--given {name} is constant: there is nothing to condition on.", where="--given",
+                           hint="give a column that varies.")  # fmt: skip
+    if given and test == "t":
+        raise MdnError("--test t has no partial version.", where="--given", hint="use --test permutation with --given.")
+    if ci is not None and not 0.0 < ci < 1.0:
+        raise MdnError(f"--ci {ci:g} is not a confidence level.", where="--ci", hint="give a level in (0, 1), e.g. --ci 0.95.")
+    for option, name in labels.items():
+        if name is None:
+            continue
+        missing = int(table[name].isna().sum())
+        if missing:
+            raise MdnError(f"{option} {name} is empty in {missing} rows: every row needs a label.", where=option,
+                           hint="fill in the labels, or leave those rows out of the table.")  # fmt: skip
+    blocks = labels["--permute-within"]
+    if blocks is not None and test == "permutation" and table[blocks].value_counts().max() < 2:
+        raise MdnError(
+            f"--permute-within {blocks}: all {len(table)} blocks have a single row, so no shuffle can move a row.",
+            where="--permute-within",
+            hint="give a column whose blocks (e.g. sites, families) hold several rows each.",
+        )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -194,7 +274,10 @@ def audit_features(
 def run_audit(features_path: str | Path, table_source: str, *, dataset: str = "features",
               id_column: Optional[str] = None, columns: Optional[Sequence[str]] = None,
               **options) -> AuditResult:  # fmt: skip
-    """Read, join and audit; ``options`` go to ``audit_features``. Default columns: all but id and by."""
+    """Read, join and audit; ``options`` go to ``audit_features``.
+
+    Default columns: all but the id and the columns with another role (by, given, cluster, permute_within).
+    """
     stored = open_features(features_path, dataset)
     matrix = stored.read(np.float64 if options.get("dtype") == torch.float64 else np.float32)
     ids, shape = stored.ids, stored.shape
@@ -204,7 +287,8 @@ def run_audit(features_path: str | Path, table_source: str, *, dataset: str = "f
     aligned = align_table(table, None if ids is None else np.asarray(ids), join_column, matrix.shape[0], where, f"{features_path}:{dataset}")
     unused = len(table) - len(aligned)
     if columns is None:
-        columns = [name for name in aligned.columns if name not in {options.get("by"), id_column or "id"}]
+        roles = {options.get("by"), options.get("cluster"), options.get("permute_within"), id_column or "id", *options.get("given", ())}
+        columns = [name for name in aligned.columns if name not in roles]
     result = audit_features(matrix, aligned, columns, **options)
     result.features = {"path": str(features_path), "dataset": dataset, "shape": list(shape)}
     result.table = {"path": where, "rows": len(table), "unused_rows": unused,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from dataclasses import asdict, fields
+from dataclasses import fields
 from typing import Optional
 
 from mdn_cli.audit import AuditResult, AuditRow
@@ -27,9 +27,25 @@ def _pvalue(value: Optional[float]) -> str:
     return "—" if value is None else f"{value:.3g}"
 
 
-def _display_cells(row: AuditRow) -> list[str]:
-    return [row.column, row.kind, row.stratum or "all", str(row.n), str(row.n_missing),
-            _number(row.dcor2), _pvalue(row.pvalue), row.note or ""]  # fmt: skip
+def _display_columns(result: AuditResult) -> list[tuple[str, str]]:
+    """The display columns, with "given" and "interval" only when the audit asked for them."""
+    columns = list(_DISPLAY_COLUMNS)
+    if result.settings.get("given"):
+        columns.insert(1, ("given", "left"))
+    if result.settings.get("ci"):
+        columns.insert(columns.index(("dcor²", "right")) + 1, (f"{result.settings['ci']:g} interval", "right"))
+    return columns
+
+
+def _display_cells(row: AuditRow, result: AuditResult) -> list[str]:
+    cells = [row.column, row.kind, row.stratum or "all", str(row.n), str(row.n_missing),
+             _number(row.dcor2), _pvalue(row.pvalue), row.note or ""]  # fmt: skip
+    if result.settings.get("ci"):
+        interval = "—" if row.ci_low is None else f"[{_number(row.ci_low)}, {_number(row.ci_high)}]"
+        cells.insert(6, interval)
+    if result.settings.get("given"):
+        cells.insert(1, row.given or "")
+    return cells
 
 
 def verdict(result: AuditResult, fail_above: Optional[float] = None) -> str:
@@ -40,12 +56,16 @@ def verdict(result: AuditResult, fail_above: Optional[float] = None) -> str:
         if not above:
             scope = "per-stratum dcor²" if any(row.stratum is not None for row in result.rows) else "dcor²"
             return f"PASS: every {scope} is at most {fail_above:g}."
-        worst = ", ".join(f"{row.column} ({row.stratum or 'all'}) {row.dcor2:.4f}" for row in above[:5])
+        worst = ", ".join(f"{_label(row)} {row.dcor2:.4f}" for row in above[:5])
         return f"FAIL: {len(above)} result(s) above {fail_above:g}: {worst}."
     if not computed:
         return "No dcor² could be computed (see the notes)."
     top = max(computed, key=lambda row: row.dcor2)
-    return f"Largest dcor²: {top.column} ({top.stratum or 'all'}) = {top.dcor2:.4f}."
+    return f"Largest dcor²: {_label(top)} = {top.dcor2:.4f}."
+
+
+def _label(row: AuditRow) -> str:
+    return f"{row.column}{'' if row.given is None else ' | ' + row.given} ({row.stratum or 'all'})"
 
 
 def _caption(result: AuditResult) -> str:
@@ -53,6 +73,12 @@ def _caption(result: AuditResult) -> str:
     test = {"permutation": f"permutation test, {settings['permutations']} permutations, seed {settings['seed']}",
             "t": "distance-correlation t-test"}.get(settings["test"], "no test (no p-values)")  # fmt: skip
     parts = [f"n = {result.n}", "dcor² = bias-corrected (U) squared distance correlation", test]
+    if settings.get("given"):
+        parts.append("rows with a given column: partial dcor² given it (Székely & Rizzo 2014)")
+    if settings.get("ci"):
+        parts.append(f"{settings['ci']:g} intervals: {settings['ci_method']}, normal (estimate ± z·se)")
+    if settings.get("permute_within"):
+        parts.append(f"shuffles within blocks of {settings['permute_within']}")
     if settings.get("sample"):
         parts.append(f"SAMPLE of {settings['sample']} rows (seed {settings['seed']})")
     if result.table.get("unused_rows"):
@@ -66,19 +92,22 @@ def render_json(result: AuditResult) -> str:
 
 def render_csv(result: AuditResult) -> str:
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=[item.name for item in fields(AuditRow)], lineterminator="\n")
+    rows = result.row_dicts()
+    names = [item.name for item in fields(AuditRow) if not rows or item.name in rows[0]]
+    writer = csv.DictWriter(buffer, fieldnames=names, lineterminator="\n")
     writer.writeheader()
-    for row in result.rows:
-        writer.writerow({key: ("" if value is None else value) for key, value in asdict(row).items()})
+    for row in rows:
+        writer.writerow({key: ("" if value is None else value) for key, value in row.items()})
     return buffer.getvalue()
 
 
 def render_markdown(result: AuditResult, fail_above: Optional[float] = None) -> str:
+    columns = _display_columns(result)
     lines = [
-        "| " + " | ".join(name for name, _ in _DISPLAY_COLUMNS) + " |",
-        "|" + "|".join("---:" if justify == "right" else "---" for _, justify in _DISPLAY_COLUMNS) + "|",
+        "| " + " | ".join(name for name, _ in columns) + " |",
+        "|" + "|".join("---:" if justify == "right" else "---" for _, justify in columns) + "|",
     ]
-    lines += ["| " + " | ".join(_display_cells(row)) + " |" for row in result.rows]
+    lines += ["| " + " | ".join(_display_cells(row, result)) + " |" for row in result.rows]
     return "\n".join(lines) + f"\n\n{_caption(result)}\n\n{verdict(result, fail_above)}\n"
 
 
@@ -88,9 +117,9 @@ def render_table(result: AuditResult, fail_above: Optional[float] = None):
 
     table = Table(title="dcor² audit", caption=f"{_caption(result)}\n{verdict(result, fail_above)}",
                   caption_justify="left")  # fmt: skip
-    for name, justify in _DISPLAY_COLUMNS:
+    for name, justify in _display_columns(result):
         table.add_column(name, justify=justify, no_wrap=name != "note")
     for row in result.rows:
         above = fail_above is not None and row.dcor2 is not None and row.dcor2 > fail_above
-        table.add_row(*_display_cells(row), style="bold red" if above else None)
+        table.add_row(*_display_cells(row, result), style="bold red" if above else None)
     return table

@@ -33,7 +33,8 @@ class AuditTest(str, Enum):
         "--fail-above; 2 usage or input error.\n\n"
         "Examples: mdn audit features.h5 meta.csv --by label --test t; "
         "mdn audit features.h5 meta.csv --format json | jq '.results[] | select(.dcor2 > 0.1)'; "
-        "cut -d, -f1,3 meta.csv | mdn audit features.h5 - --fail-above 0.05"
+        "cut -d, -f1,3 meta.csv | mdn audit features.h5 - --fail-above 0.05; "
+        "mdn audit features.h5 meta.csv --columns cf --given age --ci 0.95 --test permutation --permute-within site"
     )
 )
 def audit(
@@ -54,7 +55,11 @@ def audit(
     fmt: OutputFormat = typer.Option(OutputFormat.table, "--format", help="Output format."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write to FILE instead of stdout."),
     float64: bool = typer.Option(False, "--float64", help="Distance tiles in float64 (slower; float32 is exact to ~1e-6)."),
-    device: Device = typer.Option(Device.cpu, "--device", help="Where the feature-distance tiles are computed (the sums stay on the CPU)."),
+    device: Device = typer.Option(Device.cpu, "--device", help="Where the tiles and their sums are computed (auto: a GPU when there is one)."),
+    given: list[str] = typer.Option([], "--given", help="Also report partial dcor² of each column given COL (repeatable)."),
+    ci: Optional[float] = typer.Option(None, "--ci", help="Jackknife normal intervals at this level, e.g. 0.95 (two passes)."),
+    cluster: Optional[str] = typer.Option(None, "--cluster", help="With --ci: leave out whole groups of COL (e.g. subjects) instead of rows."),
+    permute_within: Optional[str] = typer.Option(None, "--permute-within", help="Permutation shuffles only within blocks of COL (e.g. site)."),
 ) -> None:
     """Measure how much each metadata column still shapes a set of features: dcor² per column.
 
@@ -82,7 +87,13 @@ def audit(
         sample=sample,
         dtype=torch.float64 if float64 else torch.float32,
         device=resolve_device(device.value, where="--device"),
+        given=given,
+        ci=ci,
+        cluster=cluster,
+        permute_within=permute_within,
     )
+    if cluster is not None and ci is None:
+        raise MdnError("--cluster only says which rows the jackknife leaves out together.", where="--cluster", hint="add --ci LEVEL.")
     with row_progress(False, "auditing") as advance:
         result = run_audit(features, table, dataset=dataset, id_column=id_column, columns=names(columns), progress=advance, **options)
 
