@@ -29,10 +29,10 @@ import scipy.stats
 import torch
 
 from mdn_cli.validation import check_finite
-from mdn_cli.stats_columns import numeric_row_sums
-from mdn_cli.stats_jackknife import deleted_dcor2, deleted_partial, jackknife_interval
-from mdn_cli.stats_partial import PartialSums
-from mdn_cli.stats_sums import JobSums, RowSums
+from mdn_cli.stats.columns import numeric_row_sums
+from mdn_cli.stats.jackknife import deleted_dcor2, deleted_partial, jackknife_interval
+from mdn_cli.stats.partial import PartialSums
+from mdn_cli.stats.sums import JobSums, RowSums
 
 # Pairs closer than this fraction of (|x_i|^2 + |x_j|^2) lose precision in the
 # |x_i|^2 + |x_j|^2 - 2 x_i.x_j form; their distance is recomputed from the coordinates.
@@ -342,7 +342,7 @@ def distance_correlation(
 
     ``given[k]`` (n values, or None) makes result k the partial dcor² of the features and column
     k given that column (Székely & Rizzo 2014), on the rows where both have a value; its
-    permutation test shuffles column k's part orthogonal to the given one (stats_partial).
+    permutation test shuffles column k's part orthogonal to the given one (stats.partial).
     ``permute_within`` (n block labels) keeps every shuffle within blocks (and strata).
     ``ci`` (a level in (0, 1)) adds a jackknife normal interval to every result; ``cluster``
     (n group ids) leaves out whole groups instead of single rows.
@@ -678,7 +678,7 @@ def _tile_pass(features, arrays: _PassArrays, tile_size, progress, device, engin
     tiles = [(i0, j0) for i0, j0 in tiles
              if ((lo < i0 + tile) & (hi > i0) & (lo < j0 + tile) & (hi > j0)).any()]  # fmt: skip
     if engine == "torch":
-        from mdn_cli.stats_torch import accumulate
+        from mdn_cli.stats.torch_pass import accumulate
 
         total = accumulate(features, arrays, tiles, tile, device, progress, _NEAR_PAIR_FRACTION)
     else:

@@ -9,7 +9,7 @@ cluster G out adds back the pairs inside G and needs a_iG = sum_{l in G} a_il fo
     C' = C - C_G - (Q_G - Q_in) - (P_G - P_in) + (X_G - X_in),  X_G = sum_i a_iG b_iG,
 with R_G, P_G, Q_G, C_G the sums over G of r, p, q, a_k. b_k. and the *_in terms the same sums
 over i in G only. The feature side of these comes from the pass (and sum_j a_kj a_j. from a
-second one), the column side from exact column sums (stats_columns). The interval is normal,
+second one), the column side from exact column sums (stats.columns). The interval is normal,
 estimate ± z se_jack, clipped to [-1, 1].
 """
 
@@ -22,9 +22,9 @@ from typing import Optional
 import numpy as np
 import scipy.stats
 
-from mdn_cli.stats_columns import group_row_sums, row_products, weighted_row_sums, within_products
-from mdn_cli.stats_partial import PartialSums, partial_from_products
-from mdn_cli.stats_sums import JobSums, u_product
+from mdn_cli.stats.columns import group_row_sums, row_products, weighted_row_sums, within_products
+from mdn_cli.stats.partial import PartialSums, partial_from_products
+from mdn_cli.stats.sums import JobSums, u_product
 
 
 @dataclass

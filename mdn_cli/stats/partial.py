@@ -19,8 +19,8 @@ from typing import Optional
 
 import numpy as np
 
-from mdn_cli.stats_columns import row_products
-from mdn_cli.stats_sums import JobSums, u_product
+from mdn_cli.stats.columns import row_products
+from mdn_cli.stats.sums import JobSums, u_product
 
 
 def column_product(u: np.ndarray, u_categorical: bool, u_rows: np.ndarray,
