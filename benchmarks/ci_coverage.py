@@ -4,7 +4,7 @@ Data: a bivariate normal with correlation rho, whose population dcor² has a clo
 (Székely, Rizzo & Bakirov 2007, Theorem 7), checked first against a large-n estimate. For each
 n, REPS replicates at nominal 0.95: how often the interval holds the population value, and its
 mean width. Then the time of an audit with and without intervals, side by side.
-Usage: .venv/bin/python benchmarks/ci_coverage.py [--reps 300] [--rho 0.5]
+Usage: .venv/bin/python benchmarks/ci_coverage.py [--reps 1000] [--rho 0.5]
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def best_time(function, repeats: int = 3) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--reps", type=int, default=300)
+    parser.add_argument("--reps", type=int, default=1000)
     parser.add_argument("--rho", type=float, default=0.5)
     parser.add_argument("--level", type=float, default=0.95)
     args = parser.parse_args()

@@ -87,10 +87,11 @@ def test_cli_permutations_within_blocks(study):
         (["--columns", "cf", "--ci", "1.5"], "--ci 1.5 is not a confidence level"),
         (["--columns", "cf", "--ci", "0"], "--ci 0 is not a confidence level"),
         (["--columns", "cf", "--cluster", "subject"], "add --ci LEVEL"),
+        (["--columns", "cf", "--permute-within", "site"], "add --test permutation"),
         (["--columns", "cf", "--given", "age", "--test", "t"], "--test t has no partial version"),
     ],
     ids=["given audited", "given by", "given constant", "given unknown", "blocks of one", "ci above 1", "ci 0",
-         "cluster without ci", "t-test with given"],
+         "cluster without ci", "blocks without a permutation test", "t-test with given"],
 )
 def test_cli_bad_science_options_exit_2_with_the_problem_named(study, args, message):
     folder, _, _ = study

@@ -94,6 +94,9 @@ def audit(
     )
     if cluster is not None and ci is None:
         raise MdnError("--cluster only says which rows the jackknife leaves out together.", where="--cluster", hint="add --ci LEVEL.")
+    if permute_within is not None and (test is None or test.value != "permutation"):
+        raise MdnError("--permute-within only says how the permutation test shuffles.", where="--permute-within",
+                       hint="add --test permutation.")  # fmt: skip
     with row_progress(False, "auditing") as advance:
         result = run_audit(features, table, dataset=dataset, id_column=id_column, columns=names(columns), progress=advance, **options)
 
