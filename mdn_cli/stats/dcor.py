@@ -94,6 +94,7 @@ def _accumulate_tile(
     with cluster ids ``groups``, ``group_sums[m, i, g]`` = sum over j in cluster g of a_ij and
     ``*_within`` the row products over j in i's own cluster. Mirror halves are added to the
     rows of J unweighted: the caller multiplies every per-row array by the mask afterwards.
+    An empty ``saa`` skips the masks' own sums (a pass for linear sums only).
 
     Serial and GIL-free: each worker thread owns its accumulators, so tiles need no locks and
     no barriers (a busy machine slows a worker down instead of stalling all of them).
@@ -106,11 +107,13 @@ def _accumulate_tile(
     n_jobs = values.shape[0]
     n_dims = x_i.shape[1]
     n_linear = linear.shape[0]
+    collect_masks = saa.shape[0] > 0
     collect_squares = rowsq.shape[0] > 0
     collect_groups = group_sums.shape[0] > 0
     mirror = 1.0 if diagonal else 2.0
     j0u = np.uint64(j0)
     a = np.empty(tj, dtype=gram.dtype)
+    scratch = np.empty(tj, dtype=gram.dtype)
     fraction = near_fraction[0]
     zero = fraction - fraction
     for ii in range(ti):
@@ -132,7 +135,7 @@ def _accumulate_tile(
         if diagonal:
             a[ii] = zero
 
-        for m in range(n_masks):
+        for m in range(n_masks if collect_masks else 0):
             if i < lo[m] or i >= hi[m] or weights[m, i] == 0:
                 continue
             js, je = _tile_range(lo[m], hi[m], j0, tj)
@@ -203,22 +206,29 @@ def _accumulate_tile(
             total = 0.0
             k = job_rows[r]
             if k >= 0:
-                out = rowprod[k]
-                g_i = groups[i] if collect_groups else 0
+                # Products kept in ``products`` (the tile's a row is free now) for the per-row sums.
+                products = scratch
+                if job_categorical[r]:
+                    for jj in range(js, je):
+                        products[jj] = a[jj] if row[j0u + jj] != v_i else zero
+                else:
+                    for jj in range(js, je):
+                        products[jj] = a[jj] * abs(v_i - row[j0u + jj])
                 for jj in range(js, je):
-                    j = j0u + jj
-                    if job_categorical[r]:
-                        distance = a[jj] if row[j] != v_i else zero
-                    else:
-                        distance = a[jj] * abs(v_i - row[j])
-                    value = np.float64(distance * mask_row[j])
-                    total += value
-                    if not diagonal:
-                        out[j] += np.float64(distance)
-                    if collect_groups and groups[j] == g_i:
-                        rowprod_within[k, i] += value
-                        if not diagonal:
-                            rowprod_within[k, j] += np.float64(distance)
+                    total += np.float64(products[jj] * mask_row[j0u + jj])
+                out = rowprod[k]
+                if not diagonal:
+                    for jj in range(js, je):
+                        out[j0u + jj] += products[jj]
+                if collect_groups:
+                    g_i = groups[i]
+                    within = rowprod_within[k]
+                    for jj in range(js, je):
+                        j = j0u + jj
+                        if groups[j] == g_i:
+                            within[i] += np.float64(products[jj] * mask_row[j])
+                            if not diagonal:
+                                within[j] += products[jj]
                 out[i] += total
             elif job_categorical[r]:
                 if dense[m]:
@@ -651,12 +661,12 @@ def _run_jobs(features, mask_list, order, jobs, n_permutations, rng, blocks, col
 
 
 def _empty_pass(first: _PassArrays, np_dtype) -> _PassArrays:
-    """Arrays of a pass with no jobs and one linear sum per mask, weighted by its row sums."""
+    """Arrays of a pass with no jobs, no mask sums and one linear sum per mask, weighted by its row sums."""
     n = first.weights.shape[1]
     n_masks = first.weights.shape[0]
     return first._replace(
         values=np.zeros((0, n), np_dtype), job_mask=np.zeros(0, np.int64), job_categorical=np.zeros(0, np.bool_),
-        rowsum=np.zeros((n_masks, n)), saa=np.zeros(n_masks), sab=np.zeros(0), job_rows=np.zeros(0, np.int64),
+        rowsum=np.zeros((0, n)), saa=np.zeros(0), sab=np.zeros(0), job_rows=np.zeros(0, np.int64),
         rowprod=np.zeros((0, n)), rowprod_within=np.zeros((0, n)), rowsq=np.zeros((0, n)), rowsq_within=np.zeros((0, n)),
         linear=first.rowsum.astype(np_dtype), linear_mask=np.arange(n_masks, dtype=np.int64), linear_out=np.zeros((n_masks, n)),
         groups=np.zeros(0, np.int64), group_sums=np.zeros((0, 1, 1)),
@@ -686,7 +696,7 @@ def _tile_pass(features, arrays: _PassArrays, tile_size, progress, device, engin
     weights = total.weights
     job_weights = weights[total.job_mask[total.job_rows >= 0]] if total.rowprod.shape[0] else weights[:0]
     return total._replace(
-        rowsum=total.rowsum * weights,
+        rowsum=total.rowsum * (weights if total.rowsum.shape[0] else 1.0),
         rowprod=total.rowprod * job_weights,
         rowprod_within=total.rowprod_within * (job_weights if total.rowprod_within.shape[0] else 1.0),
         rowsq=total.rowsq * (weights if total.rowsq.shape[0] else 1.0),

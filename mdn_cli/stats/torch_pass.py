@@ -70,8 +70,9 @@ def accumulate(features: torch.Tensor, arrays, tiles, tile: int, device: torch.d
             w_i, w_j = weights[m, i0:i1], weights[m, j0:j1]
             a_m = a * w_i[:, None] * w_j[None, :]
             masked.append(a_m)
-            out["saa"][m] += mirror * (a_m * a_m).sum(dtype=f64)
-            add_rows(out["rowsum"][m], a_m)
+            if out["saa"].numel():
+                out["saa"][m] += mirror * (a_m * a_m).sum(dtype=f64)
+                add_rows(out["rowsum"][m], a_m)
             if collect_squares:
                 add_rows(out["rowsq"][m], a_m * a)
             if collect_groups:
