@@ -51,10 +51,16 @@ def main() -> None:
     rng = np.random.default_rng(0)
     truth = population_dcor2(args.rho)
 
-    x, y = sample(rng, 20_000, args.rho)
-    (big,) = distance_correlation(x, [y], [False], dtype=torch.float64, ci=args.level)
-    print(f"rho = {args.rho}: closed form R² = {truth:.5f}; n = 20,000 estimate {big.dcor2_u:.5f} "
-          f"[{big.ci_low:.5f}, {big.ci_high:.5f}]")  # fmt: skip
+    # The closed form, checked against large-n estimates (and R²(0) = 0, R²(1) = 1) before use.
+    assert abs(population_dcor2(0.0)) < 1e-12 and abs(population_dcor2(1.0) - 1.0) < 1e-12
+    for rho in sorted({args.rho, 0.2, 0.8}):
+        x, y = sample(rng, 20_000, rho)
+        (big,) = distance_correlation(x, [y], [False], dtype=torch.float64, ci=0.999)
+        inside = big.ci_low <= population_dcor2(rho) <= big.ci_high
+        print(f"rho = {rho}: closed form R² = {population_dcor2(rho):.5f}; n = 20,000 estimate {big.dcor2_u:.5f} "
+              f"[{big.ci_low:.5f}, {big.ci_high:.5f}] (0.999 interval) {'holds it' if inside else 'MISSES IT'}")  # fmt: skip
+        if not inside:
+            raise SystemExit("the closed form does not match the large-n estimate")
     print(f"\n| n | replicates | coverage (nominal {args.level}) | mean width | mean dcor² |")
     print("|---:|---:|---:|---:|---:|")
     for n in (200, 500, 2000):
