@@ -36,3 +36,26 @@ def make_h5(tmp_path: Path) -> Callable[..., Path]:
         return path
 
     return make
+
+
+# -- session data: made once, shared by every test that reads them (tests write only beside them) --
+@pytest.fixture(scope="session")
+def synth_data(tmp_path_factory) -> Path:
+    """`mdn synth` data: 120 images (72 train / 24 val / 24 test), per_group 60, seed 1."""
+    from tests.helpers import make_small_data
+
+    return make_small_data(tmp_path_factory.mktemp("synth"), per_group=60, seed=1)
+
+
+@pytest.fixture(scope="session")
+def trained_runs(tmp_path_factory, synth_data) -> Path:
+    """A folder with ``mdn/`` (the small MDN model, batch 16, 3 epochs) and ``baseline/`` (1 epoch) on ``synth_data``.
+
+    Tests that change a run copy it first.
+    """
+    from tests.helpers import SMALL_BASELINE, ok, write_spec
+
+    folder = tmp_path_factory.mktemp("runs")
+    ok("train", write_spec(synth_data, "session-mdn.yaml", train={"batch_size": 16}), "-o", folder / "mdn", "-q")
+    ok("train", write_spec(synth_data, "session-baseline.yaml", layers=SMALL_BASELINE, epochs=1), "-o", folder / "baseline", "-q")
+    return folder

@@ -26,15 +26,19 @@ SMALL_MDN = [
 SMALL_BASELINE = [layer for layer in SMALL_MDN if layer["type"] != "mdn"]
 
 
-def mdn(*args, stdin: str | None = None) -> subprocess.CompletedProcess:
-    """Run the CLI in this process (as `mdn ARGS`; `main()` with its exit codes): no start-up cost per call."""
+def mdn(*args, stdin: str | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run the CLI in this process (as `mdn ARGS`; `main()` with its exit codes): no start-up cost per call.
+
+    The one way tests run a command, unless they need a process of its own (signals, torchrun,
+    the malloc setting, a traceback with MDN_DEBUG=1): then ``run_cli``. ``env`` is set for the call.
+    """
     from mdn_cli.cli import main
 
     out, err = io.StringIO(), io.StringIO()
     argv, stdin_before, env_before = sys.argv, sys.stdin, dict(os.environ)
     sys.argv = ["mdn", *map(str, args)]
     sys.stdin = io.StringIO(stdin or "")
-    os.environ.update({"NO_COLOR": "1", "COLUMNS": "200"})
+    os.environ.update({"NO_COLOR": "1", "COLUMNS": "200", **(env or {})})
     code = 0
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):

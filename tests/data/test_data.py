@@ -17,6 +17,7 @@ from mdn_cli.data.h5 import H5Rows, read_ids
 from mdn_cli.data.synthetic import write_dataset
 from mdn_cli.data.tables import align_table, read_table
 from mdn_cli.data.training import _splits, _targets, load_training_data
+from mdn_cli.config import load_spec
 from mdn_cli.errors import MdnError
 
 
@@ -236,27 +237,12 @@ SPEC = """\
 """
 
 
-def load_spec_or_fake(path, tmp_path):
-    """The real spec when mdn_cli.spec is there; otherwise the attributes load_training_data reads."""
-    try:
-        from mdn_cli.config import load_spec
-    except ImportError:  # pragma: no cover - spec.py is written in parallel
-        out = tmp_path / "out"
-        return SimpleNamespace(
-            data=SimpleNamespace(inputs=out / "images.h5", dataset="x", ids_dataset="ids", table=out / "meta.csv", id_column="id",
-                                 split_column="split", val_fraction=0.2, label="label", metadata=["cf", "site"], categorical=[]),
-            mdn=SimpleNamespace(preserve=["label"]),
-            train=SimpleNamespace(task="binary"),
-        )
-    return load_spec(path)
-
-
 def test_load_training_data_end_to_end(tmp_path, rng):
     inputs, table = small_set(rng)
     order = rng.permutation(len(table))
     write_dataset(tmp_path / "out", inputs[order], table.iloc[order].reset_index(drop=True))
     table.sample(frac=1, random_state=1).to_csv(tmp_path / "out" / "meta.csv", index=False)  # table in another order
-    spec = load_spec_or_fake(write_spec(tmp_path, SPEC), tmp_path)
+    spec = load_spec(write_spec(tmp_path, SPEC))
 
     loaded = load_training_data(spec, seed=0)
 
@@ -282,7 +268,7 @@ def test_load_training_data_reports_nan_in_used_column(tmp_path, rng):
     inputs, table = small_set(rng)
     table.loc[[3, 5], "cf"] = np.nan
     write_dataset(tmp_path / "out", inputs, table)
-    spec = load_spec_or_fake(write_spec(tmp_path, SPEC), tmp_path)
+    spec = load_spec(write_spec(tmp_path, SPEC))
     with pytest.raises(MdnError, match=r"column 'cf' is empty in 2 row\(s\) \(ids/rows s03, s05\)"):
         load_training_data(spec, seed=0)
 
@@ -291,7 +277,7 @@ def test_load_training_data_reports_missing_ids(tmp_path, rng):
     inputs, table = small_set(rng)
     write_dataset(tmp_path / "out", inputs, table)
     table.drop(index=[4]).to_csv(tmp_path / "out" / "meta.csv", index=False)
-    spec = load_spec_or_fake(write_spec(tmp_path, SPEC), tmp_path)
+    spec = load_spec(write_spec(tmp_path, SPEC))
     with pytest.raises(MdnError, match=r"1 id\(s\) of .*images.h5:x are not in column 'id': s04\."):
         load_training_data(spec, seed=0)
 

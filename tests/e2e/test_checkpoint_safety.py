@@ -16,7 +16,7 @@ import torch
 
 from mdn_cli.runs import CHECKPOINT_FORMAT, load_checkpoint, save_checkpoint
 from mdn_cli.errors import MdnError
-from tests.helpers import make_small_data, mdn, ok, write_spec
+from tests.helpers import mdn
 
 
 class Payload:
@@ -30,11 +30,8 @@ class Payload:
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("safety")
-    data = make_small_data(folder / "data", per_group=20)
-    ok("train", write_spec(data, epochs=1), "-o", folder / "run", "-q")
-    return folder / "run"
+def run(trained_runs) -> Path:
+    return trained_runs / "mdn"
 
 
 def evil_checkpoint(path: Path, marker: Path) -> Path:
@@ -56,7 +53,7 @@ def test_a_pickle_with_a_payload_is_refused_and_never_runs(run, tmp_path, comman
         result = mdn("refit", target, "--checkpoint", "evil")
     else:
         evil = evil_checkpoint(target / "checkpoints" / "last.pt", marker)
-        result = mdn("train", target / "config.yaml", "-o", target, "--resume", "-q", "--set", "train.epochs=2")
+        result = mdn("train", target / "config.yaml", "-o", target, "--resume", "-q", "--set", "train.epochs=4")
     assert result.returncode == 2, result.stderr
     assert "refused" in result.stderr and str(evil) in result.stderr and "Traceback" not in result.stderr
     assert not marker.exists()
@@ -65,7 +62,7 @@ def test_a_pickle_with_a_payload_is_refused_and_never_runs(run, tmp_path, comman
 
 def test_the_project_checkpoints_hold_only_tensors_and_plain_types(run):
     state = load_checkpoint(run / "checkpoints" / "last.pt")  # weights_only=True inside
-    assert state["format"] == CHECKPOINT_FORMAT and state["epoch"] == 1
+    assert state["format"] == CHECKPOINT_FORMAT and state["epoch"] == 3
 
 
 def test_the_writer_refuses_other_objects(tmp_path):

@@ -11,7 +11,7 @@ import torch.distributed as dist
 
 from mdn_cli.config import load_spec
 from mdn_cli.train import build_run, train
-from tests.helpers import SMALL_MDN, make_small_data, run_cli, write_spec
+from tests.helpers import SMALL_MDN, run_cli, write_spec
 
 pytestmark = pytest.mark.skipif(
     not (dist.is_available() and dist.is_gloo_available()), reason="torch.distributed with gloo is not available"
@@ -21,8 +21,8 @@ VARIANTS = {"batch": {}, "recursive": {"forgetting": 0.99}, "penalty": {"beta_lr
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory) -> Path:
-    return make_small_data(tmp_path_factory.mktemp("synth"), per_group=40, seed=2)  # 48 training rows
+def data(synth_data) -> Path:
+    return synth_data  # 72 training rows
 
 
 def ddp_spec(folder: Path, variant: str, batch_size: int) -> Path:
@@ -35,7 +35,7 @@ def mdn(*args) -> subprocess.CompletedProcess:
 
 
 def model_state(run: Path) -> dict[str, torch.Tensor]:
-    return torch.load(run / "checkpoints" / "last.pt", weights_only=False)["model"]
+    return torch.load(run / "checkpoints" / "last.pt", weights_only=True)["model"]
 
 
 def _worker(rank: int, world_size: int, rendezvous: str, runs: list[tuple[str, str]]) -> None:
@@ -49,7 +49,7 @@ def _worker(rank: int, world_size: int, rendezvous: str, runs: list[tuple[str, s
 
 
 def test_two_processes_with_batch_b_equal_one_with_batch_2b(data, tmp_path):
-    b = 12  # 48 rows: two optimiser steps of 24 rows, 12 per process
+    b = 12  # 72 training rows: three optimiser steps of 24 rows, 12 per process
     runs = [(str(ddp_spec(data, variant, b)), str(tmp_path / f"ddp-{variant}")) for variant in VARIANTS]
     torch.multiprocessing.start_processes(_worker, args=(2, str(tmp_path / "rendezvous"), runs), nprocs=2, start_method="spawn")
     for variant in VARIANTS:
@@ -80,8 +80,15 @@ def test_nproc_resume_continues_the_run(data, tmp_path):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
 def test_trains_on_cuda(data, tmp_path):
-    result = mdn("train", ddp_spec(data, "recursive", 12), "-o", tmp_path / "gpu", "--device", "cuda", "-q")
-    assert result.returncode == 0, result.stderr[-3000:]
+    """On a GPU, training runs there and gives the CPU's numbers (to GPU rounding) for the same spec."""
+    spec = ddp_spec(data, "recursive", 12)
+    for device in ("cuda", "cpu"):
+        result = mdn("train", spec, "-o", tmp_path / device, "--device", device, "-q")
+        assert result.returncode == 0, result.stderr[-3000:]
+    gpu, cpu = model_state(tmp_path / "cuda"), model_state(tmp_path / "cpu")
+    assert all(value.device.type == "cuda" for value in gpu.values())
+    for key, value in cpu.items():
+        torch.testing.assert_close(gpu[key].cpu(), value, rtol=1e-3, atol=1e-4)
 
 
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two GPUs")

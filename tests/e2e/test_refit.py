@@ -84,15 +84,9 @@ def test_load_beta_checks_the_shape():
 
 # -- `mdn refit` on a trained run ----------------------------------------------------------------
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    """A small MDN run (batch 16, 3 epochs) and a baseline run on `mdn synth` data."""
-    from tests.helpers import SMALL_BASELINE, make_small_data, ok, write_spec
-
-    folder = tmp_path_factory.mktemp("refit")
-    data = make_small_data(folder / "data")
-    ok("train", write_spec(data, "mdn.yaml", train={"batch_size": 16}), "-o", folder / "mdn", "-q")
-    ok("train", write_spec(data, "baseline.yaml", layers=SMALL_BASELINE, epochs=1), "-o", folder / "baseline", "-q")
-    return folder
+def runs(trained_runs):
+    """The session's small MDN run (batch 16, 3 epochs) and baseline run."""
+    return trained_runs
 
 
 def test_refit_writes_a_new_checkpoint_whose_layers_leave_no_metadata_on_the_training_rows(runs):
@@ -127,12 +121,31 @@ def test_refit_writes_a_new_checkpoint_whose_layers_leave_no_metadata_on_the_tra
 
 
 def test_refit_output_option_and_extract_with_the_refitted_checkpoint(runs, tmp_path):
+    """`extract --checkpoint PATH` runs the refitted betas: its features are those of a forward with them, not the original's."""
+    import h5py
+
+    from mdn_cli.runs import load_run
+    from mdn_cli.train import Run, evaluate
     from tests.helpers import ok
 
     target = tmp_path / "refitted.pt"
     ok("refit", runs / "mdn", "--checkpoint", "last", "-o", target, "--format", "json")
     assert target.is_file()
     ok("extract", runs / "mdn", "--checkpoint", str(target), "-l", "fc1", "-o", tmp_path / "fc1.h5")
+    with h5py.File(tmp_path / "fc1.h5") as f:
+        extracted = f["features"][:]
+        assert f.attrs["checkpoint"] == str(target.resolve())
+
+    def val_features(checkpoint: str):
+        loaded = load_run(runs / "mdn", checkpoint)
+        return evaluate(Run(loaded.spec, loaded.training_data(), loaded.network, loaded.device), "val", capture="fc1")[1]
+
+    refitted, original = val_features(str(target)), val_features("last")
+    np.testing.assert_allclose(extracted, refitted, rtol=1e-5, atol=1e-6)
+    assert np.abs(extracted - original).max() > 1e-3  # the refit changed the betas, and extract used the new ones
+    state, before = torch.load(target, weights_only=True), torch.load(runs / "mdn" / "checkpoints" / "last.pt", weights_only=True)
+    betas = [key for key in state["model"] if key.endswith("running_beta")]
+    assert betas and all(not torch.equal(state["model"][key], before["model"][key]) for key in betas)
 
 
 def test_refit_of_a_run_without_mdn_is_an_input_error(runs):

@@ -17,22 +17,15 @@ import yaml
 
 from mdn_cli.config import load_spec
 from mdn_cli.train import build_run, evaluate
-from tests.helpers import SMALL_BASELINE, SMALL_MDN, run_cli, write_spec
+from tests.helpers import SMALL_BASELINE, SMALL_MDN, mdn, run_cli, write_spec
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "sample_data" / "synthetic"
 
 
-def mdn(*args, env: dict | None = None) -> subprocess.CompletedProcess:
-    return run_cli(*args, env=env)
-
-
 @pytest.fixture(scope="module")
-def small_data(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("synth")
-    result = mdn("synth", folder, "--per-group", 60, "--seed", 1)
-    assert result.returncode == 0, result.stderr
-    return folder
+def small_data(synth_data) -> Path:
+    return synth_data
 
 
 def read_metrics(run: Path) -> list[dict]:
@@ -129,7 +122,7 @@ def test_ctrl_c_keeps_last_checkpoint_and_resumes(small_data, tmp_path):
     assert proc.returncode == 130, stderr
     assert "--resume" in stderr and "Traceback" not in stderr
     done = len(read_metrics(run))
-    state = torch.load(run / "checkpoints" / "last.pt", weights_only=False)
+    state = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
     assert state["epoch"] == done
     resumed = mdn("train", spec, "-o", run, "-q", "--resume", "--set", f"train.epochs={done + 1}")
     assert resumed.returncode == 0, resumed.stderr  # only train.epochs may change on resume
@@ -153,7 +146,7 @@ def test_mdn_after_attaches_to_a_factory_model(small_data, tmp_path):
     assert set(run.network.attached_mdn.keys()) == {"features__0", "head__fc"}
     metrics, features = evaluate(run, "val", capture="head.fc")
     assert features.shape == (len(run.data.splits["val"]), 8)
-    result = mdn("train", spec, "-o", tmp_path / "run", "-q", env={"PYTHONPATH": str(ROOT)})
+    result = mdn("train", spec, "-o", tmp_path / "run", "-q")
     assert result.returncode == 0, result.stderr
 
 
@@ -162,7 +155,7 @@ def test_unknown_mdn_after_name_suggests_nearest(small_data, tmp_path):
     config = yaml.safe_load(spec.read_text())
     config["model"] = {"factory": "tests.factory_models:tiny_cnn", "mdn_after": ["head.fx"]}
     spec.write_text(yaml.safe_dump(config))
-    result = mdn("validate", spec, env={"PYTHONPATH": str(ROOT)})
+    result = mdn("validate", spec)
     assert result.returncode == 2
     assert "model.mdn_after[0]" in result.stderr and "head.fc" in result.stderr
     assert "Traceback" not in result.stderr
@@ -198,7 +191,7 @@ def test_missing_ids_are_named(small_data, tmp_path):
 
 def test_debug_env_shows_traceback(small_data, tmp_path):
     spec = write_spec(small_data, name="bad_debug.yaml", data={"metadata": ["nope"]})
-    result = mdn("validate", spec, env={"MDN_DEBUG": "1"})
+    result = run_cli("validate", spec, env={"MDN_DEBUG": "1"})
     assert result.returncode != 0 and "Traceback" in result.stderr
 
 

@@ -21,7 +21,7 @@ from mdn_cli.nn import (
 )
 from mdn_cli.config import load_spec
 from mdn_cli.train import train
-from tests.helpers import make_small_data, write_spec
+from tests.helpers import write_spec
 from tests.helpers import make_design, make_features, ols, t
 
 
@@ -280,8 +280,8 @@ def test_lazy_pmdn_infers_width_and_resets():
 
 # -- end to end from a spec ---------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def small_data(tmp_path_factory) -> Path:
-    return make_small_data(tmp_path_factory.mktemp("synth"), per_group=40, seed=1)
+def small_data(synth_data) -> Path:
+    return synth_data  # 72 training rows
 
 
 def variant_spec(folder: Path, name: str, mdn: dict, **train) -> Path:
@@ -300,7 +300,7 @@ def test_variants_train_from_a_spec_and_resume_exactly(small_data, tmp_path, mdn
     metrics = metrics_of(tmp_path / "straight")
     assert {"train_loss", "val_loss", "val_acc", "dcor2"} <= set(metrics[0])
     assert ("train_penalty" in metrics[0]) == (mdn["variant"] == "penalty")
-    state = torch.load(tmp_path / "straight" / "checkpoints" / "last.pt", weights_only=False)
+    state = torch.load(tmp_path / "straight" / "checkpoints" / "last.pt", weights_only=True)
     keys = set(state["model"])
     if mdn["variant"] == "recursive":
         assert len([k for k in keys if k.endswith((".covariance", ".running_beta"))]) == 4
