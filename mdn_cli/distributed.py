@@ -51,7 +51,7 @@ def session(device: str) -> Iterator[World]:
         yield world()
         return
     if not dist.is_available():
-        raise MdnError("this PyTorch build has no torch.distributed.", where="--nproc", hint="train in one process.")
+        raise MdnError("this PyTorch build has no torch.distributed.", where="--nproc", hint="run in one process (without --nproc).")
     use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
     if use_cuda:
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))

@@ -687,12 +687,16 @@ def _tile_pass(features, arrays: _PassArrays, tile_size, progress, device, engin
     # Tiles that no mask touches (strata far from each other in row order) are skipped.
     tiles = [(i0, j0) for i0, j0 in tiles
              if ((lo < i0 + tile) & (hi > i0) & (lo < j0 + tile) & (hi > j0)).any()]  # fmt: skip
+    rank, processes = _process_share()
+    tiles = tiles[rank::processes]  # under torch.distributed each process takes every processes-th tile
     if engine == "torch":
         from mdn_cli.stats.torch_pass import accumulate
 
         total = accumulate(features, arrays, tiles, tile, device, progress, _NEAR_PAIR_FRACTION)
     else:
         total = _numba_pass(features, arrays, tiles, tile, device, progress)
+    if processes > 1:
+        total = _summed_over_processes(total)
     weights = total.weights
     job_weights = weights[total.job_mask[total.job_rows >= 0]] if total.rowprod.shape[0] else weights[:0]
     return total._replace(
@@ -704,6 +708,28 @@ def _tile_pass(features, arrays: _PassArrays, tile_size, progress, device, engin
         linear_out=total.linear_out * weights[total.linear_mask],
         group_sums=total.group_sums * (weights[:, :, None] if total.group_sums.shape[0] else 1.0),
     )
+
+
+def _process_share() -> tuple[int, int]:
+    """(rank, number of processes) of a running torch.distributed group, else (0, 1).
+
+    Every process computes the same jobs from the same inputs; the tiles are shared out and the
+    sums all-reduced (gloo on CPU, nccl on GPU), so each process ends with the one-process sums.
+    """
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def _summed_over_processes(arrays: _PassArrays) -> _PassArrays:
+    """Every float64 sum of the pass added over the process group."""
+    device = "cuda" if torch.distributed.get_backend() == "nccl" else "cpu"
+    summed = {}
+    for name in _OUTPUTS:
+        tensor = torch.from_numpy(np.ascontiguousarray(getattr(arrays, name), dtype=np.float64)).to(device)
+        torch.distributed.all_reduce(tensor)
+        summed[name] = tensor.cpu().numpy()
+    return arrays._replace(**summed)
 
 
 def _numba_pass(features, arrays: _PassArrays, tiles, tile, device, progress) -> _PassArrays:

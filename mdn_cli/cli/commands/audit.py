@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from enum import Enum
 from pathlib import Path
@@ -60,6 +61,7 @@ def audit(
     ci: Optional[float] = typer.Option(None, "--ci", help="Jackknife normal intervals at this level, e.g. 0.95 (two passes)."),
     cluster: Optional[str] = typer.Option(None, "--cluster", help="With --ci: leave out whole groups of COL (e.g. subjects) instead of rows."),
     permute_within: Optional[str] = typer.Option(None, "--permute-within", help="Permutation shuffles only within blocks of COL (e.g. site)."),
+    nproc: int = typer.Option(1, "--nproc", min=1, help="Share the tiles over N processes (runs torchrun; gloo on CPU, nccl on GPU); the same results as one."),
 ) -> None:
     """Measure how much each metadata column still shapes a set of features: dcor² per column.
 
@@ -97,8 +99,24 @@ def audit(
     if permute_within is not None and (test is None or test.value != "permutation"):
         raise MdnError("--permute-within only says how the permutation test shuffles.", where="--permute-within",
                        hint="add --test permutation.")  # fmt: skip
-    with row_progress(False, "auditing") as advance:
+    if nproc > 1 and "WORLD_SIZE" not in os.environ:
+        if table == "-":
+            raise MdnError("--nproc cannot share a table read from stdin between processes.", where="--nproc", hint="write the table to a file and pass its path.")
+        from mdn_cli.distributed import launch
+
+        code = launch(nproc, _without_nproc(sys.argv[1:]))
+        if code:
+            raise typer.Exit(code)
+        return
+    from mdn_cli.distributed import device_for, session
+
+    with session(device.value) as world, row_progress(not world.is_main, "auditing") as advance:
+        options["device"] = device_for(options["device"])  # one GPU per process under torchrun
         result = run_audit(features, table, dataset=dataset, id_column=id_column, columns=names(columns), progress=advance, **options)
+    if not world.is_main:  # every process computed the same sums; rank 0 reports
+        if fail_above is not None and result.above(fail_above):
+            raise typer.Exit(EXIT_THRESHOLD)
+        return
 
     if fmt == OutputFormat.json:
         show(render_json(result), output)
@@ -112,3 +130,16 @@ def audit(
         err_console().print(verdict(result, fail_above), markup=False)
     if fail_above is not None and result.above(fail_above):
         raise typer.Exit(EXIT_THRESHOLD)
+
+
+def _without_nproc(argv: list[str]) -> list[str]:
+    """The command line for each process: the same, without --nproc N."""
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--nproc":
+            skip = True
+        elif not arg.startswith("--nproc="):
+            out.append(arg)
+    return out
