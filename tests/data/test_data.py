@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import sys
 import textwrap
-from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
