@@ -60,7 +60,7 @@ def load_init(spec, network: Network) -> dict:
         "shape_mismatch": [f"{key}: file {tuple(selected[key].shape)}, model {tuple(target[key].shape)}" for key in mismatched],
     }
     if init.strict and (report["missing"] or report["unexpected"] or mismatched):
-        raise spec.error([(_WHERE, f"the weights of {init.path} do not fit the model: {describe_mismatch(report)}", _mismatch_hint(selected, target, spec))])
+        raise spec.error([(_WHERE, f"the weights of {init.path} do not fit the model: {describe_mismatch(report)}", _mismatch_hint(selected, set(network.body.state_dict()), spec))])
     matching = {key: selected[key] for key in common if key not in mismatched}
     with torch.no_grad():
         network.body.load_state_dict(matching, strict=False)
@@ -128,13 +128,13 @@ def _loadable(body: nn.Module) -> dict[str, torch.Tensor]:
     return {key: value for key, value in body.state_dict().items() if not key.startswith(skip)} if skip else body.state_dict()
 
 
-def _mismatch_hint(selected: dict, target: dict, spec) -> str:
-    """A prefix that would make the names fit, if there is one; else the ways out."""
+def _mismatch_hint(selected: dict, known: set[str], spec) -> str:
+    """A prefix that would make most names fit the body's (``known``), if there is one; else the ways out."""
     general = f"`mdn layers {spec.source or 'SPEC'}` lists the model's names; model.init.strict: false loads what fits and reports the rest."
     firsts = {key.split(".", 1)[0] for key in selected}
     if len(firsts) == 1 and all("." in key for key in selected):
         head = f"{next(iter(firsts))}."
-        if sum(key[len(head):] in target for key in selected) > len(selected) // 2:
+        if sum(key[len(head):] in known for key in selected) > len(selected) // 2:
             return f"the file's keys start with {head!r}: set model.init.prefix: {spec.model.init.prefix + head!r}. {general}"
     return general
 

@@ -56,14 +56,22 @@ def load_state_file(path: Path, hint: str = "save the weights with torch.save(mo
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        globals_named = [line.strip() for line in str(exc).splitlines() if "GLOBAL" in line]
+        if not globals_named:  # not a pickle of objects at all (text, a truncated file...)
+            raise MdnError(f"not a readable PyTorch file ({_first_line(exc)}).", where=str(path), hint=hint) from None
+        reason = globals_named[0]
         raise MdnError(
             f"refused: the file holds objects other than tensors and plain types, which could run code when loaded ({reason[:200]}).",
             where=str(path),
             hint=f"{hint} This tool never needs such objects; do not load files from untrusted sources with other tools either.",
         ) from None
     except Exception as exc:  # torch raises many types for a file that is not a torch.save file
-        raise MdnError(f"not a readable PyTorch file ({type(exc).__name__}: {exc}).", where=str(path), hint=hint) from None
+        raise MdnError(f"not a readable PyTorch file ({_first_line(exc)}).", where=str(path), hint=hint) from None
+
+
+def _first_line(exc: Exception) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return f"{type(exc).__name__}: {lines[0][:200]}" if lines else type(exc).__name__
 
 
 def load_checkpoint(path: Path) -> dict:
