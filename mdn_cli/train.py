@@ -74,7 +74,7 @@ def _train_loss_fn(run: Run) -> Callable[[torch.Tensor, torch.Tensor], torch.Ten
     if run.spec.train.class_weights is None:
         return _loss_fn(task)
     train_targets = run.data.targets[run.data.splits["train"]]
-    weights = balanced_class_weights(train_targets, max(run.data.num_outputs, 2), where=str(run.spec.data.table))
+    weights = balanced_class_weights(train_targets, run.data.classes, where=str(run.spec.data.table))
     return weighted_loss(task, weights)
 
 

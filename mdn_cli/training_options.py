@@ -47,14 +47,14 @@ def make_scheduler(optimizer: torch.optim.Optimizer, train) -> torch.optim.lr_sc
 
 
 # -- class weights ------------------------------------------------------------------------------
-def balanced_class_weights(targets: torch.Tensor, num_classes: int, where: str) -> torch.Tensor:
-    """scikit-learn's ``class_weight='balanced'``: ``n / (k * count_c)`` over the training rows."""
-    counts = torch.bincount(targets.long(), minlength=num_classes)
+def balanced_class_weights(targets: torch.Tensor, classes: list, where: str) -> torch.Tensor:
+    """scikit-learn's ``class_weight='balanced'``: ``n / (k * count_c)`` over the training rows' class indices."""
+    counts = torch.bincount(targets.long(), minlength=len(classes))
     if (counts == 0).any():
-        absent = [str(c) for c in torch.flatnonzero(counts == 0).tolist()]
-        raise MdnError(f"class index(es) {', '.join(absent)} have no training rows, so train.class_weights: balanced cannot weight them.",
+        absent = [repr(classes[c]) for c in torch.nonzero(counts == 0).flatten().tolist()]
+        raise MdnError(f"class(es) {', '.join(absent)} have no training rows, so train.class_weights: balanced cannot weight them.",
                        where=where, hint="put rows of every class in the training split, or remove train.class_weights.")
-    return (len(targets) / (num_classes * counts.double())).float()
+    return (len(targets) / (len(classes) * counts.double())).float()
 
 
 def weighted_loss(task: str, weights: torch.Tensor) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
