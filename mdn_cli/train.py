@@ -44,12 +44,16 @@ class Run:
     init_report: dict | None = None  # what `model.init` loaded and left (None without it)
 
 
-def build_run(spec: Spec) -> Run:
-    """Load and check the data, build the model with MDN, fit the Gram inverse on the train rows."""
+def build_run(spec: Spec, *, fine_tune: bool = True) -> Run:
+    """Load and check the data, build the model with MDN, fit the Gram inverse on the train rows.
+
+    ``fine_tune=False`` skips ``model.init`` and ``train.freeze``, for `mdn layers`, which lists the
+    names those two need.
+    """
     data = load_training_data(spec, spec.train.seed)
     torch.manual_seed(spec.train.seed)
     network = build_network(spec, data.design.num_columns, data.design.num_preserved, data.sample_shape, data.num_outputs)
-    init_report = prepare_network(spec, network)  # pretrained weights and frozen modules, before the Gram fit and the optimiser
+    init_report = prepare_network(spec, network) if fine_tune else None  # pretrained weights and frozen modules, before the Gram fit
     try:
         fit_gram(network, data.design_rows[data.splits["train"]].double(), data.design.column_names, spec.mdn.ridge)
     except CollinearDesignError as exc:

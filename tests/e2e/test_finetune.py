@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -91,6 +92,8 @@ def test_keys_that_do_not_match_are_listed_with_a_prefix_hint(folder, trained, t
     result = mdn("train", init_spec(folder, "ddp.yaml", {"path": str(tmp_path / "ddp.pt")}), "-o", tmp_path / "run", "-q")
     refused(result, "model.init.path", "do not fit the model", "missing from the file (conv1.weight", "not in the model (module.", "prefix: 'module.'")
     assert not (tmp_path / "run").exists()
+    names = [row["name"] for row in json.loads(ok("layers", folder / "ddp.yaml", "--format", "json").stdout)]  # the hint's command works
+    assert "conv1" in names and "fc1" in names
 
 
 def test_a_file_that_is_not_a_state_dict(folder, tmp_path):
