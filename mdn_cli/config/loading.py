@@ -156,10 +156,23 @@ def spec_hash(spec: Spec) -> str:
 
 
 def same_training(config_a: str, config_b: str) -> bool:
-    """Whether two resolved specs (YAML text) describe the same training, up to train.epochs."""
+    """Whether two resolved specs (YAML text) describe the same training, up to train.epochs.
+
+    Keys at their default count as absent, so a run saved before a key existed still matches.
+    """
     def without_epochs(text: str) -> str:
         config = yaml.safe_load(text)
         config.get("train", {}).pop("epochs", None)
+        for name, section in SECTIONS.items():
+            values = config.get(name)
+            for key, field in section.model_fields.items():
+                if isinstance(values, dict) and key in values and not field.is_required() and values[key] == _plain_default(field):
+                    del values[key]
         return json.dumps(config, sort_keys=True)
 
     return without_epochs(config_a) == without_epochs(config_b)
+
+
+def _plain_default(field) -> Any:
+    """A field's default as YAML would load it back."""
+    return json.loads(json.dumps(field.get_default(call_default_factory=True), default=str))

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import torch
 
-from mdn_cli.config import SpecError, TrainSpec, load_spec
+from mdn_cli.config import SpecError, TrainSpec, dump_spec, load_spec, same_training
 from mdn_cli.errors import MdnError
 from mdn_cli.nn import MetadataNorm, fit_gram, metadata
 from mdn_cli.train import Trainer, _train_loss_fn, build_run, train
@@ -208,3 +208,14 @@ def test_options_that_would_be_ignored_or_cannot_work_are_spec_errors(folder, tr
 def test_precision_32_may_be_written_as_a_number(folder):
     assert load_spec(write_spec(folder, "p32.yaml", train={"precision": 32})).train.precision == "32"
     assert math.isclose(load_spec(write_spec(folder, "g.yaml", train={"scheduler": "step", "gamma": 0.5})).train.gamma, 0.5)
+
+
+def test_a_run_saved_before_these_keys_existed_still_resumes(folder):
+    import yaml
+
+    new = dump_spec(load_spec(write_spec(folder, "plain.yaml")))
+    old = yaml.safe_load(new)
+    for key in ("freeze", "scheduler", "warmup_epochs", "step_size", "gamma", "grad_clip", "class_weights", "precision"):
+        del old["train"][key]
+    assert same_training(yaml.safe_dump(old), new)
+    assert not same_training(yaml.safe_dump(old), dump_spec(load_spec(write_spec(folder, "cos.yaml", train={"scheduler": "cosine"}))))
