@@ -93,7 +93,7 @@ def _state_dict_of(spec, top: Any) -> dict[str, torch.Tensor]:
             raise spec.error([("model.init.key", f"{init.path} has no entry {init.key!r}", did_you_mean(init.key, entries, otherwise))])
         state = top[init.key]
     if _is_run_checkpoint(top) and init.key in (None, "model"):  # an `mdn train` checkpoint: its Network's body
-        state = {key.removeprefix("body."): value for key, value in top["model"].items() if key.startswith("body.")}
+        state = _without_mdn_state({key.removeprefix("body."): value for key, value in top["model"].items() if key.startswith("body.")})
     if not _is_state_dict(state):
         holders = [key for key, value in top.items() if _is_state_dict(value)] if isinstance(top, dict) else []
         hint = (f"set model.init.key to the entry holding the weights: {listing(holders, _SHOWN)}." if holders
@@ -101,6 +101,16 @@ def _state_dict_of(spec, top: Any) -> dict[str, torch.Tensor]:
         where = f"entry {init.key!r} of {init.path}" if init.key is not None else str(init.path)
         raise spec.error([(_WHERE, f"{where} is not a state dict (a dict of names to tensors): it is {_describe(state)}", hint)])
     return state
+
+
+def _without_mdn_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """An `mdn` run's weights without its MDN layers' state (modules holding `running_beta`, or only `beta` for PMDN)."""
+    keys_of: dict[str, set[str]] = {}
+    for key in state:
+        module, _, name = key.rpartition(".")
+        keys_of.setdefault(module, set()).add(name)
+    mdn = {module for module, names in keys_of.items() if "running_beta" in names or names == {"beta"}}
+    return {key: value for key, value in state.items() if key.rpartition(".")[0] not in mdn}
 
 
 def _is_run_checkpoint(value: Any) -> bool:

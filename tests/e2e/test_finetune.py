@@ -161,3 +161,11 @@ def test_a_baseline_initialises_an_mdn_model_with_names_in_common(folder, tmp_pa
     file = body_state(base)
     assert sorted(file) == ["conv1.bias", "conv1.weight", "fc1.bias", "fc1.weight", "out.bias", "out.weight"]
     assert all(torch.equal(run.network.body.state_dict()[k], v) for k, v in file.items())
+
+
+def test_an_mdn_run_initialises_its_baseline_twin(folder, trained):
+    """The other way round: the MDN layers' state in the file is not taken for weights the baseline lacks."""
+    run = build_run(load_spec(init_spec(folder, "base_twin.yaml", {"path": str(trained)}, layers=SMALL_BASELINE)))  # strict
+    file = body_state(trained)
+    assert all(torch.equal(v, file[k]) for k, v in run.network.body.state_dict().items())
+    assert run.init_report["loaded"] == 6 and not run.init_report["unexpected"]
