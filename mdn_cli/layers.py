@@ -24,7 +24,7 @@ def layers_of(target: str | Path) -> list[dict]:
     if saved:
         loaded = load_run(target, saved[0])
         return describe_layers(loaded.network, loaded.sample_shape, loaded.design.num_columns, loaded.device)
-    run = build_run(run_spec(target))
+    run = build_run(run_spec(target), fine_tune=False)  # the names a wrong model.init or train.freeze needs
     return describe_layers(run.network, run.data.sample_shape, run.data.design.num_columns, run.device)
 
 

@@ -46,24 +46,38 @@ def _check_plain(value, where: str) -> None:
         raise TypeError(f"checkpoint {where} is a {type(value).__name__}: checkpoints hold only tensors and plain types.")
 
 
-def load_checkpoint(path: Path) -> dict:
-    """A checkpoint of `mdn train` (on the CPU), checked; anything else is an ``MdnError``.
+def load_state_file(path: Path, hint: str = "save the weights with torch.save(model.state_dict(), path).") -> object:
+    """The tensors and plain containers of a ``torch.save`` file (on the CPU); anything else is an ``MdnError``.
 
     ``weights_only=True`` refuses any pickled object other than tensors and plain containers
-    before it could run, so a crafted file is an input error, never executed code.
+    before it could run, so a crafted file is an input error, never executed code. Every file of
+    weights the tool reads (checkpoints, ``model.init``) goes through here.
     """
-    hint = "pass a .pt file written by `mdn train` (or `mdn refit`)."
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        globals_named = [line.strip() for line in str(exc).splitlines() if "GLOBAL" in line]
+        if not globals_named:  # not a pickle of objects at all (text, a truncated file...)
+            raise MdnError(f"not a readable PyTorch file ({_first_line(exc)}).", where=str(path), hint=hint) from None
+        reason = globals_named[0]
         raise MdnError(
             f"refused: the file holds objects other than tensors and plain types, which could run code when loaded ({reason[:200]}).",
             where=str(path),
-            hint=f"{hint} Checkpoints of this tool never need that; do not load files from untrusted sources with other tools either.",
+            hint=f"{hint} This tool never needs such objects; do not load files from untrusted sources with other tools either.",
         ) from None
-    except Exception as exc:  # torch raises many types for a file that is not a checkpoint
-        raise MdnError(f"not a readable checkpoint ({type(exc).__name__}: {exc}).", where=str(path), hint=hint) from None
+    except Exception as exc:  # torch raises many types for a file that is not a torch.save file
+        raise MdnError(f"not a readable PyTorch file ({_first_line(exc)}).", where=str(path), hint=hint) from None
+
+
+def _first_line(exc: Exception) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return f"{type(exc).__name__}: {lines[0][:200]}" if lines else type(exc).__name__
+
+
+def load_checkpoint(path: Path) -> dict:
+    """A checkpoint of `mdn train` (on the CPU), checked with ``load_state_file``; anything else is an ``MdnError``."""
+    hint = "pass a .pt file written by `mdn train` (or `mdn refit`)."
+    state = load_state_file(path, hint)
     if not isinstance(state, dict) or not set(CHECKPOINT_KEYS) - {"format", "epoch"} <= set(state):
         raise MdnError("not a checkpoint of `mdn train` (no model/config/design/classes/sample_shape).", where=str(path), hint=hint)
     if state.get("format") != CHECKPOINT_FORMAT:

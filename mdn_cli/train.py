@@ -5,6 +5,7 @@ Nothing here prints: progress goes to an optional callback, so the CLI decides h
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -23,9 +24,11 @@ from mdn_cli.data.training import TrainingData, load_training_data
 from mdn_cli.distributed import resolve_device
 from mdn_cli.errors import MdnError
 from mdn_cli.fileio import atomic_write_text, interrupts_deferred
+from mdn_cli.finetune import init_message, keep_frozen_norms_in_eval, prepare_network
 from mdn_cli.models import Network, build_network
 from mdn_cli.nn import CollinearDesignError, fit_gram, mdn_penalty, metadata, metadata_norm_layers, penalty_parameters, set_sync
 from mdn_cli.runs import CHECKPOINT_FORMAT, check_run_dir, load_checkpoint, save_checkpoint
+from mdn_cli.training_options import autocast, balanced_class_weights, check_precision, grad_scaler, make_scheduler, weighted_loss
 
 Progress = Callable[..., None]
 
@@ -38,20 +41,27 @@ class Run:
     data: TrainingData
     network: Network
     device: torch.device
+    init_report: dict | None = None  # what `model.init` loaded and left (None without it)
 
 
-def build_run(spec: Spec) -> Run:
-    """Load and check the data, build the model with MDN, fit the Gram inverse on the train rows."""
+def build_run(spec: Spec, *, fine_tune: bool = True) -> Run:
+    """Load and check the data, build the model with MDN, fit the Gram inverse on the train rows.
+
+    ``fine_tune=False`` skips ``model.init`` and ``train.freeze``, for `mdn layers`, which lists the
+    names those two need.
+    """
     data = load_training_data(spec, spec.train.seed)
     torch.manual_seed(spec.train.seed)
     network = build_network(spec, data.design.num_columns, data.design.num_preserved, data.sample_shape, data.num_outputs)
+    init_report = prepare_network(spec, network) if fine_tune else None  # pretrained weights and frozen modules, before the Gram fit
     try:
         fit_gram(network, data.design_rows[data.splits["train"]].double(), data.design.column_names, spec.mdn.ridge)
     except CollinearDesignError as exc:
         raise MdnError(str(exc), where=str(spec.data.table),
                        hint="drop one of those columns from data.metadata or mdn.preserve, merge rare categories, or set mdn.ridge (e.g. 1e-3).") from None
     device = distributed.device_for(resolve_device(spec.train.device))
-    return Run(spec, data, network.to(device), device)
+    check_precision(spec, device)
+    return Run(spec, data, network.to(device), device, init_report)
 
 
 def _loss_fn(task: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
@@ -60,6 +70,16 @@ def _loss_fn(task: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     if task == "binary":
         return lambda out, y: nn.functional.binary_cross_entropy_with_logits(out[:, 0], y)
     return lambda out, y: nn.functional.mse_loss(out[:, 0], y)
+
+
+def _train_loss_fn(run: Run) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """The training loss: the task's, weighted by ``train.class_weights`` when set (validation stays unweighted)."""
+    task = run.spec.train.task
+    if run.spec.train.class_weights is None:
+        return _loss_fn(task)
+    train_targets = run.data.targets[run.data.splits["train"]]
+    weights = balanced_class_weights(train_targets, run.data.classes, where=str(run.spec.data.table))
+    return weighted_loss(task, weights)
 
 
 def _correct(task: str, out: torch.Tensor, y: torch.Tensor) -> int:
@@ -150,7 +170,8 @@ def _train_batches(data: TrainingData, batch_size: int, seed: int, world: distri
         yield len(batch), x, data.design_rows[mine], data.targets[mine]
 
 
-def fit_penalty_betas(network: nn.Module, x: torch.Tensor, design: torch.Tensor, beta_optimizer: torch.optim.Optimizer) -> float:
+def fit_penalty_betas(network: nn.Module, x: torch.Tensor, design: torch.Tensor, beta_optimizer: torch.optim.Optimizer,
+                      forward_context: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext) -> float:
     """PMDN's first pass over a batch (vento99/PMDN): one step of the betas' optimiser on the penalty alone.
 
     The penalty ``Σ_layers ||Y - X beta||²`` (whole design, a sum of squares) is back-propagated
@@ -159,9 +180,10 @@ def fit_penalty_betas(network: nn.Module, x: torch.Tensor, design: torch.Tensor,
     task loss alone (whose gradients on the betas are discarded in turn). So the penalty never
     moves the features and the task loss never moves beta. Under DDP the pass runs on the
     unwrapped network and the betas' gradients are summed over the processes, so every rank
-    takes the step of the global batch. Returns this process's penalty.
+    takes the step of the global batch. ``forward_context`` is the mixed-precision context of the
+    forward pass. Returns this process's penalty.
     """
-    with metadata(network, design):
+    with forward_context(), metadata(network, design):
         network(x)
     penalty = mdn_penalty(network)
     beta_optimizer.zero_grad(set_to_none=True)
@@ -187,7 +209,10 @@ class Trainer:
         self.progress = (progress if self.world.is_main else None) or (lambda *_a, **_k: None)
         betas = penalty_parameters(run.network)
         beta_ids = {id(p) for p in betas}
-        self.optimizer = _optimizer(run.spec, [p for p in run.network.parameters() if id(p) not in beta_ids])
+        # frozen parameters (train.freeze) are not optimised
+        self.optimizer = _optimizer(run.spec, [p for p in run.network.parameters() if id(p) not in beta_ids and p.requires_grad])
+        self.scheduler = make_scheduler(self.optimizer, run.spec.train)
+        self.scaler = grad_scaler(run.spec.train.precision, run.device)
         # PMDN: the betas have their own optimiser and learning rate, as in the PMDN paper
         self.beta_optimizer = torch.optim.Adam(betas, lr=run.spec.mdn.beta_lr) if betas else None
         self.history: list[dict] = []
@@ -208,6 +233,8 @@ class Trainer:
             "model": self.run.network.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "beta_optimizer": self.beta_optimizer.state_dict() if self.beta_optimizer else None,
+            "scheduler": self.scheduler.state_dict() if self.scheduler else None,
+            "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
             "rng": torch.get_rng_state(),
             "history": self.history,
             "best": self.best,
@@ -237,6 +264,10 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         if self.beta_optimizer is not None:
             self.beta_optimizer.load_state_dict(state["beta_optimizer"])
+        if self.scheduler is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
         torch.set_rng_state(state["rng"])
         self.history, self.best, self.elapsed = state["history"], state["best"], state["elapsed"]
         self.start_epoch = state["epoch"] + 1
@@ -245,7 +276,9 @@ class Trainer:
     def fit(self) -> dict:
         spec, data, network, world = self.run.spec, self.run.data, self.run.network, self.world
         t = spec.train
-        loss_fn = _loss_fn(t.task)
+        loss_fn = _train_loss_fn(self.run)
+        forward_context = autocast(t.precision, self.run.device)
+        clipped = [p for group in self.optimizer.param_groups for p in group["params"]]
         model = network
         if world.size > 1:
             set_sync(network)
@@ -255,33 +288,46 @@ class Trainer:
             model = torch.nn.parallel.DistributedDataParallel(network, device_ids=device_ids)
         if world.is_main:
             atomic_write_text(self.run_dir / "config.yaml", dump_spec(spec))
+        if self.run.init_report is not None and self.start_epoch == 1:
+            self.progress("message", text=init_message(self.run.init_report))
         n_batches = math.ceil(len(data.splits["train"]) / (t.batch_size * world.size))
         for epoch in range(self.start_epoch, t.epochs + 1):
             started = time.perf_counter()
             self.progress("epoch", epoch=epoch, epochs=t.epochs, batches=n_batches)
             network.train()
+            keep_frozen_norms_in_eval(network, t.freeze)
+            lr = self.optimizer.param_groups[0]["lr"]
             total, total_penalty, seen = 0.0, 0.0, 0
             for n_global, x, design, y in _train_batches(data, t.batch_size, t.seed * 100_003 + epoch, world):
                 x, design, y = x.to(self.run.device), design.to(self.run.device), y.to(self.run.device)
                 penalty = None
                 if self.beta_optimizer is not None:  # PMDN, pass 1: the betas on the penalty alone
-                    penalty = fit_penalty_betas(network, x, design, self.beta_optimizer)
-                with metadata(network, design):
+                    penalty = fit_penalty_betas(network, x, design, self.beta_optimizer, forward_context)
+                with forward_context(), metadata(network, design):
                     out = model(x)
+                out = out.float()  # the loss in float32 under mixed precision
                 loss = loss_fn(out, y) if len(y) else out.sum() * 0.0
                 objective = loss
                 if world.size > 1:  # DDP averages gradients over ranks: weight each by its share of the global batch
                     objective = objective * (len(y) * world.size / n_global)
                 self.optimizer.zero_grad(set_to_none=True)  # also what pass 1 left on the network
-                objective.backward()
-                self.optimizer.step()  # PMDN, pass 2: the network on the task loss alone (its betas are not in this optimiser)
+                self.scaler.scale(objective).backward()  # loss scaling only for 16-mixed
+                if t.grad_clip is not None:
+                    self.scaler.unscale_(self.optimizer)
+                    torch.nn.utils.clip_grad_norm_(clipped, t.grad_clip)
+                self.scaler.step(self.optimizer)  # PMDN, pass 2: the network on the task loss alone (its betas are not in this optimiser)
+                self.scaler.update()
                 loss_value = loss.item()  # one device sync per batch
                 total += loss_value * len(y)
                 total_penalty += 0.0 if penalty is None else penalty
                 seen += len(y)
                 self.progress("batch", loss=loss_value)
+            if self.scheduler is not None:
+                self.scheduler.step()
             total, total_penalty, seen = distributed.all_sum([total, total_penalty, seen], self.run.device)
             metrics = {"epoch": epoch, "train_loss": total / seen}
+            if self.scheduler is not None:
+                metrics["lr"] = lr
             if self.beta_optimizer is not None:
                 metrics["train_penalty"] = total_penalty / seen
             if not world.is_main:  # rank 0 evaluates and writes; the others wait for it
@@ -332,6 +378,7 @@ class Trainer:
             "select": spec.train.select,
             "best": next((m for m in self.history if m["epoch"] == best_epoch), None),
             "last": self.history[-1] if self.history else None,
+            **({"init": self.run.init_report} if self.run.init_report is not None else {}),
         }
 
 

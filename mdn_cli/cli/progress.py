@@ -53,6 +53,8 @@ class TrainingProgress:
             self.bar.reset(self.task, total=info["batches"], epoch=info["epoch"], epochs=info["epochs"])
         elif event == "batch" and self.bar is not None:
             self.bar.update(self.task, advance=1, loss=info["loss"])
+        elif event == "message":
+            self.console.print(info["text"], markup=False, highlight=False)
         elif event == "epoch_end":
             m = info["metrics"]
             line = f"epoch {m['epoch']}: train_loss {m['train_loss']:.4f} val_loss {m['val_loss']:.4f}"

@@ -51,6 +51,20 @@ def _resolve_paths(raw: dict[str, Any], base: Path, check_files: bool = True) ->
     return problems
 
 
+def _resolve_init_path(raw: dict[str, Any], base: Path, check_files: bool = True) -> list[Problem]:
+    """Make `model.init.path` absolute (relative to the spec's folder) and check it is a file."""
+    init = raw.get("model", {}).get("init") if isinstance(raw.get("model"), dict) else None
+    if not isinstance(init, dict) or not isinstance(init.get("path"), str):
+        return []
+    resolved = Path(os.path.normpath(base / Path(init["path"]).expanduser()))
+    init["path"] = str(resolved)
+    if resolved.is_dir():
+        return [(("model", "init", "path"), f"{resolved} is a directory, not a file", "name the weights file (.pt) inside it.")]
+    if check_files and not resolved.exists():
+        return [(("model", "init", "path"), f"file not found: {resolved}", f"paths are relative to the spec file's folder ({base}).")]
+    return []
+
+
 def _raw_list(raw: dict[str, Any], section: str, key: str) -> list:
     """``raw[section][key]`` if it is a list of hashable items, else [] (its own errors are reported elsewhere)."""
     value = raw.get(section, {}).get(key) if isinstance(raw.get(section), dict) else None
@@ -84,6 +98,7 @@ def load_spec(path: str | os.PathLike, overrides: Sequence[str] = (), check_file
         issues += [SpecIssue(path_text(loc), None, message, hint, from_override=True) for loc, message, hint in found]
         overridden |= {key_path} if key_path else set()
     problems += _resolve_paths(raw, path.parent, check_files)
+    problems += _resolve_init_path(raw, path.parent, check_files)
 
     sections: dict[str, BaseModel] = {}
     for key in raw:
@@ -122,6 +137,8 @@ def _plain(spec: Spec) -> dict[str, Any]:
             del model[key]
     if not model["kwargs"]:
         del model["kwargs"]
+    if model["init"] is None:
+        del model["init"]
     if "layers" in model:
         model["layers"] = [Flow((k, v) for k, v in layer.items() if not (k == "name" and v is None)) for layer in model["layers"]]
     return data
@@ -139,10 +156,23 @@ def spec_hash(spec: Spec) -> str:
 
 
 def same_training(config_a: str, config_b: str) -> bool:
-    """Whether two resolved specs (YAML text) describe the same training, up to train.epochs."""
+    """Whether two resolved specs (YAML text) describe the same training, up to train.epochs.
+
+    Keys at their default count as absent, so a run saved before a key existed still matches.
+    """
     def without_epochs(text: str) -> str:
         config = yaml.safe_load(text)
         config.get("train", {}).pop("epochs", None)
+        for name, section in SECTIONS.items():
+            values = config.get(name)
+            for key, field in section.model_fields.items():
+                if isinstance(values, dict) and key in values and not field.is_required() and values[key] == _plain_default(field):
+                    del values[key]
         return json.dumps(config, sort_keys=True)
 
     return without_epochs(config_a) == without_epochs(config_b)
+
+
+def _plain_default(field) -> Any:
+    """A field's default as YAML would load it back."""
+    return json.loads(json.dumps(field.get_default(call_default_factory=True), default=str))

@@ -99,6 +99,21 @@ def _keyword_parameters(factory: Any) -> list[str] | None:
     return [p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
 
 
+class InitSpec(_Section):
+    """Weights loaded into the built model before training (a pretrained backbone, another run).
+
+    ``path`` is a state dict, a checkpoint holding one under ``key``, or an `mdn train` checkpoint
+    (its model's ``body.`` weights; the MDN state of the other data is not taken). Only keys that
+    start with ``prefix`` are used, with the prefix removed; the result names the model's own
+    parameters and buffers (``named_modules()`` names, as `mdn layers` lists them).
+    """
+
+    path: Path = Field(examples=["weights.pt"])
+    key: str | None = Field(None, min_length=1, examples=["state_dict"])
+    strict: bool = Field(True, strict=True, examples=[True])
+    prefix: str = Field("", examples=["backbone."])
+
+
 class ModelSpec(_Section):
     """The network: a sequential layer list, or a factory returning any nn.Module."""
 
@@ -106,6 +121,7 @@ class ModelSpec(_Section):
     factory: str | None = Field(None, examples=["torchvision.models:resnet18"])
     kwargs: dict[str, Any] = Field(default_factory=dict, examples=[{"num_classes": 2}])
     mdn_after: list[Annotated[str, Field(pattern=_DOTTED)]] = Field(default_factory=list, examples=[["layer4", "fc1"]])
+    init: InitSpec | None = Field(None, examples=[{"path": "weights.pt"}])
 
     @field_validator("factory")
     @classmethod
@@ -188,11 +204,41 @@ class TrainSpec(_Section):
     select: Literal["val_loss", "val_acc"] = Field("val_loss", examples=["val_loss"])
     dcor_max_samples: Annotated[int, Field(ge=4, strict=True)] | None = Field(None, examples=[2000])
     device: Literal["auto", "cpu", "cuda"] = Field("auto", examples=["auto"])
+    freeze: list[Annotated[str, Field(pattern=_DOTTED)]] = Field(default_factory=list, examples=[["layer1", "layer2"]])
+    scheduler: Literal["none", "cosine", "step"] = Field("none", examples=["cosine"])
+    warmup_epochs: int = Field(0, ge=0, strict=True, examples=[5])
+    step_size: int = Field(20, ge=1, strict=True, examples=[20])
+    gamma: float = Field(0.8, gt=0, le=1, strict=True, examples=[0.8])
+    grad_clip: Annotated[float, Field(gt=0, strict=True)] | None = Field(None, examples=[1.0])
+    class_weights: Literal["balanced"] | None = Field(None, examples=["balanced"])
+    precision: Literal["32", "bf16-mixed", "16-mixed"] = Field("32", examples=["bf16-mixed"])
 
     @model_validator(mode="after")
     def _select_fits_task(self) -> TrainSpec:
         if self.select == "val_acc" and self.task == "regression":
             raise fail((("select",), "val_acc needs a classification task", "use `select: val_loss` for regression."))
+        return self
+
+    @field_validator("precision", mode="before")
+    @classmethod
+    def _precision_number(cls, value: Any) -> Any:
+        """`precision: 32` is a YAML number; Lightning's name is the string."""
+        return "32" if value == 32 and not isinstance(value, bool) else value
+
+    @model_validator(mode="after")
+    def _training_options_fit(self) -> TrainSpec:
+        """Settings that would be silently ignored, or a schedule with no epochs left after warm-up."""
+        problems = []
+        for key in ("step_size", "gamma"):
+            if self.scheduler != "step" and getattr(self, key) != type(self).model_fields[key].default:
+                problems.append(((key,), "is a setting of scheduler step", "remove it, or set `scheduler: step`."))
+        if self.warmup_epochs and self.warmup_epochs >= self.epochs:
+            problems.append((("warmup_epochs",), f"{self.warmup_epochs} warm-up epochs leave none of the {self.epochs} epochs",
+                             "use fewer warm-up epochs than train.epochs."))
+        if self.class_weights is not None and self.task == "regression":
+            problems.append((("class_weights",), "weights classes, but train.task is regression", "remove it, or use a classification task."))
+        if problems:
+            raise fail(*problems)
         return self
 
 

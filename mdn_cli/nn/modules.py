@@ -70,6 +70,13 @@ class MetadataNormBase(nn.Module):
             target.copy_(beta)
 
     def forward(self, input: torch.Tensor, design: torch.Tensor | None = None) -> torch.Tensor:
+        if torch.is_autocast_enabled(input.device.type):
+            # under mixed precision the statistics (X'Y, beta, the Gram inverse, running beta) stay float32
+            with torch.autocast(input.device.type, enabled=False):
+                return self._forward(input.float() if input.dtype in (torch.float16, torch.bfloat16) else input, design)
+        return self._forward(input, design)
+
+    def _forward(self, input: torch.Tensor, design: torch.Tensor | None) -> torch.Tensor:
         design = self._checked_design(input, self._design if design is None else design)
         if self.training:
             return self._train_forward(input, design)
