@@ -126,6 +126,7 @@ def audit_features(
     ci: Optional[float] = None,
     cluster: Optional[str] = None,
     permute_within: Optional[str] = None,
+    share_over_processes: bool = False,
 ) -> AuditResult:
     """dcor² of ``features`` (n, ...) with each of ``columns`` of ``table`` (n rows, same order).
 
@@ -135,6 +136,8 @@ def audit_features(
     Each ``given`` column adds, per column and stratum, the partial dcor² given it (rows with
     ``given`` set). ``ci`` adds jackknife intervals at that level (leaving out whole ``cluster``
     groups when named); ``permute_within`` keeps permutation shuffles inside its blocks.
+    ``share_over_processes``: every process of a torch.distributed group runs this audit and
+    takes a share of the tiles (``distance_correlation``).
     """
     matrix = features.detach().cpu().numpy() if isinstance(features, torch.Tensor) else np.asarray(features)
     matrix = matrix.reshape(matrix.shape[0], -1) if matrix.ndim != 2 else matrix
@@ -204,7 +207,7 @@ def audit_features(
             test=test, permutations=permutations, seed=seed, ci=ci,
             cluster=None if cluster is None else table[cluster].to_numpy(dtype=object),
             permute_within=None if permute_within is None else table[permute_within].to_numpy(dtype=object),
-            dtype=dtype, tile_size=tile_size, progress=progress, device=device,
+            dtype=dtype, tile_size=tile_size, progress=progress, device=device, share_over_processes=share_over_processes,
         )  # fmt: skip
     except ValueError as error:  # what only the pass can see, e.g. strata whose blocks all have one row
         option = "--permute-within" if "permute_within" in str(error) else "--cluster" if "cluster" in str(error) else None

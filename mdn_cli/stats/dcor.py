@@ -341,6 +341,7 @@ def distance_correlation(
     progress: Optional[Callable[[int, int], None]] = None,
     device: torch.device | str = "cpu",
     engine: Optional[str] = None,
+    share_over_processes: bool = False,
 ) -> list[DcorResult]:
     """dcor^2 between features ``x`` (n, ...) and each metadata column, in one tiled pass.
 
@@ -358,6 +359,9 @@ def distance_correlation(
     (n group ids) leaves out whole groups instead of single rows.
     ``engine`` "numba" (the default on the CPU: tiles from ``device``, sums on the CPU) or
     "torch" (the default on other devices: tiles and sums stay on ``device``).
+    ``share_over_processes``: every process of the running torch.distributed group calls this with
+    the same arguments; the tiles are shared out and the sums all-reduced, so each gets the
+    one-process results (off by default: a rank may audit alone while others wait, as in training).
     """
     if test not in (None, "permutation", "t"):
         raise ValueError(f"unknown test {test!r}")
@@ -436,7 +440,8 @@ def distance_correlation(
             features = features[torch.as_tensor(order)]
         sums = _run_jobs(features, mask_list, order, jobs, n_permutations, rng,
                          None if blocks is None else blocks[order], ci is not None,
-                         None if groups is None else groups[order], dtype, tile_size, progress, device, engine)  # fmt: skip
+                         None if groups is None else groups[order], dtype, tile_size, progress, device, engine,
+                         share_over_processes)  # fmt: skip
         for index, members, n_missing in requests:
             if len(members) == 1:
                 results[index] = _dcor_result(sums[members[0]], n_missing, test, n_permutations, ci)
@@ -575,7 +580,7 @@ def _draw_shuffles(count: int, blocks: Optional[np.ndarray], n_permutations: int
 
 
 def _run_jobs(features, mask_list, order, jobs, n_permutations, rng, blocks, collect, groups, dtype,
-              tile_size, progress, device, engine) -> list[JobSums]:  # fmt: skip
+              tile_size, progress, device, engine, shared) -> list[JobSums]:  # fmt: skip
     """Build the kernel's arrays, run the pass over upper-triangle tiles, gather each job's sums.
 
     With ``collect`` (intervals) the pass also gathers the jackknife's per-row sums, and a
@@ -634,11 +639,11 @@ def _run_jobs(features, mask_list, order, jobs, n_permutations, rng, blocks, col
         groups.astype(np.int64) if clustered else np.zeros(0, np.int64),
         np.zeros((n_masks, n, n_groups) if clustered else (0, 1, 1)),
     )  # fmt: skip
-    sums = _tile_pass(features, arrays, tile_size, progress, device, engine)
+    sums = _tile_pass(features, arrays, tile_size, progress, device, engine, shared)
     a_a = None
     if collect:
         # Second pass: sum_j a_kj a_j. per mask (the linear sums with the row sums as weights).
-        second = _tile_pass(features, _empty_pass(sums, np_dtype), tile_size, progress, device, engine)
+        second = _tile_pass(features, _empty_pass(sums, np_dtype), tile_size, progress, device, engine, shared)
         a_a = second.linear_out
 
     out = []
@@ -673,7 +678,7 @@ def _empty_pass(first: _PassArrays, np_dtype) -> _PassArrays:
     )  # fmt: skip
 
 
-def _tile_pass(features, arrays: _PassArrays, tile_size, progress, device, engine) -> _PassArrays:
+def _tile_pass(features, arrays: _PassArrays, tile_size, progress, device, engine, shared: bool) -> _PassArrays:
     """One pass over the upper-triangle tiles; returns ``arrays`` with every sum filled in.
 
     Per-row sums come back restricted to each mask's rows (the kernel adds mirror halves to
@@ -687,8 +692,8 @@ def _tile_pass(features, arrays: _PassArrays, tile_size, progress, device, engin
     # Tiles that no mask touches (strata far from each other in row order) are skipped.
     tiles = [(i0, j0) for i0, j0 in tiles
              if ((lo < i0 + tile) & (hi > i0) & (lo < j0 + tile) & (hi > j0)).any()]  # fmt: skip
-    rank, processes = _process_share()
-    tiles = tiles[rank::processes]  # under torch.distributed each process takes every processes-th tile
+    rank, processes = _process_share() if shared else (0, 1)
+    tiles = tiles[rank::processes]  # shared: each process of the group takes every processes-th tile
     if engine == "torch":
         from mdn_cli.stats.torch_pass import accumulate
 
@@ -711,7 +716,7 @@ def _tile_pass(features, arrays: _PassArrays, tile_size, progress, device, engin
 
 
 def _process_share() -> tuple[int, int]:
-    """(rank, number of processes) of a running torch.distributed group, else (0, 1).
+    """(rank, number of processes) of the running torch.distributed group, else (0, 1).
 
     Every process computes the same jobs from the same inputs; the tiles are shared out and the
     sums all-reduced (gloo on CPU, nccl on GPU), so each process ends with the one-process sums.

@@ -27,16 +27,17 @@ def problem():
     return x, columns, [False, True, False, False], subsets
 
 
-def audit():
+def audit(shared: bool = False):
     x, columns, categorical, subsets = problem()
-    options = dict(subsets=subsets, test="permutation", permutations=49, seed=3, dtype=torch.float64, tile_size=64, ci=0.9)
+    options = dict(subsets=subsets, test="permutation", permutations=49, seed=3, dtype=torch.float64, tile_size=64, ci=0.9,
+                   share_over_processes=shared)
     return [r.__dict__ for r in distance_correlation(x, columns, categorical, **options)]
 
 
 def _worker(rank: int, world_size: int, rendezvous: str, out: str) -> None:
     dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=world_size)
     try:
-        results = audit()
+        results = audit(shared=True)
         with open(f"{out}.{rank}", "w") as f:
             json.dump(results, f)
     finally:

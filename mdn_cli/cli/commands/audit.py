@@ -112,6 +112,7 @@ def audit(
 
     with session(device.value) as world, row_progress(not world.is_main, "auditing") as advance:
         options["device"] = device_for(options["device"])  # one GPU per process under torchrun
+        options["share_over_processes"] = world.size > 1
         result = run_audit(features, table, dataset=dataset, id_column=id_column, columns=names(columns), progress=advance, **options)
     if not world.is_main:  # every process computed the same sums; rank 0 reports
         if fail_above is not None and result.above(fail_above):
