@@ -10,7 +10,7 @@ same after `mdn refit` of the last checkpoint (every MDN layer's eval beta refit
 training set).
 
     .venv/bin/python benchmarks/variants.py [--epochs 40] [--batch-sizes 8,32,200] [--seeds 0] [--out runs/variants]
-        [--variants baseline,batch,recursive,penalty,recursive:forgetting=0.99]
+        [--variants baseline,batch,recursive,penalty,recursive:forgetting=0.99] [--set train.weight_decay=1e-3 ...]
 
 A variant may carry `mdn.` settings after a colon (`penalty:beta_lr=0.1`, `recursive:process_noise=0`).
 
@@ -38,7 +38,7 @@ SAMPLE = ROOT / "sample_data" / "synthetic"
 VARIANTS = ["baseline", "batch", "recursive", "penalty"]
 
 
-def run_one(variant: str, batch_size: int, epochs: int, seed: int, out: Path) -> dict:
+def run_one(variant: str, batch_size: int, epochs: int, seed: int, out: Path, extra: list[str] = ()) -> dict:
     from mdn_cli.config import load_spec
     from mdn_cli.train import train
 
@@ -47,6 +47,7 @@ def run_one(variant: str, batch_size: int, epochs: int, seed: int, out: Path) ->
     overrides = [f"train.batch_size={batch_size}", f"train.epochs={epochs}", f"train.seed={seed}", "train.device=cpu"]
     if name != "baseline":
         overrides += [f"mdn.variant={name}", *(f"mdn.{setting}" for setting in settings)]
+    overrides += list(extra)
     run_dir = out / f"{variant.replace(':', '_')}-b{batch_size}-s{seed}"
     shutil.rmtree(run_dir, ignore_errors=True)
     started = time.perf_counter()
@@ -97,6 +98,7 @@ def main() -> None:
     parser.add_argument("--seeds", default="0")
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "variants")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a spec override for every run (e.g. train.weight_decay=1e-3)")
     args = parser.parse_args()
     from mdn_cli.cli import reuse_freed_memory
 
@@ -107,7 +109,7 @@ def main() -> None:
     for seed in seeds:
         for b in batch_sizes:
             for variant in args.variants.split(","):
-                result = run_one(variant, b, args.epochs, seed, args.out)
+                result = run_one(variant, b, args.epochs, seed, args.out, args.set)
                 results.append(result)
                 print(json.dumps(result), file=sys.stderr, flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
