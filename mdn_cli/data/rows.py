@@ -19,7 +19,7 @@ from torch.utils.data import Sampler
 
 from mdn_cli.data.file_dataset import FileLoader, FileSamples, SampleTransformError, _Batches, check_files, check_shapes
 from mdn_cli.data.h5 import H5Rows
-from mdn_cli.data.readers import SampleReadError
+from mdn_cli.data.readers import SUPPORTED_EXTENSIONS, SampleReadError, extension_of
 from mdn_cli.data.transforms import Compose, TransformApplyError, output_shape, sample_generator
 from mdn_cli.errors import MdnError, listing
 
@@ -28,7 +28,7 @@ def sample_error(exc: SampleReadError) -> MdnError:
     """The user-facing form of a sample that cannot be used: row id and file, or the failing spec step."""
     where = ", ".join(part for part in (f"row id {exc.row_id}" if exc.row_id is not None else None, exc.path) if part) or None
     if isinstance(exc, SampleTransformError):
-        return MdnError(f"{where}: {exc.message}", where=f"data.{exc.transforms}[{exc.step}]", hint=exc.hint)
+        return MdnError(f"cannot apply to {where}: {exc.detail}", where=f"data.{exc.transforms}[{exc.step}].{exc.name}", hint=exc.hint)
     return MdnError(exc.message, where=where, hint=exc.hint)
 
 
@@ -137,6 +137,11 @@ def file_samples(table: pd.DataFrame, path_column: str, folder: str, ids: Sequen
         raise MdnError(f"path column {path_column!r} is empty in {len(empty)} row(s) (ids/rows {listing([ids[i] for i in empty])}).", where=table_name,
                        hint="every row needs its sample's file.")
     paths = [os.path.normpath(os.path.join(folder, os.path.expanduser(str(value)))) for value in values]
+    unknown = [(ids[i], path) for i, path in enumerate(paths) if extension_of(path) not in SUPPORTED_EXTENSIONS]
+    if unknown:
+        shown = "; ".join(f"row id {row_id}: {path}" for row_id, path in unknown[:10])
+        raise MdnError(f"{len(unknown)} of {len(paths)} sample files have an unsupported type: {shown}" + ("; ..." if len(unknown) > 10 else "") + ".",
+                       where=f"{table_name}, column {path_column!r}", hint=f"supported extensions: {', '.join(SUPPORTED_EXTENSIONS)}.")
     try:
         check_files(paths, ids)
     except SampleReadError as exc:
