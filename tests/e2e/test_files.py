@@ -271,3 +271,20 @@ def test_bad_transforms_name_their_key_path(png_study, tmp_path, transform, key,
     spec = file_spec(png_study, name="bad.yaml", transform=transform)
     stderr = refused(spec, tmp_path, key, text)
     assert stderr.count("\n\n") == 0
+
+
+def test_two_processes_on_files_equal_one_with_the_global_batch(png_study, tmp_path):
+    from tests.helpers import run_cli
+
+    runs = {}
+    for nproc, batch in ((2, 9), (1, 18)):  # 36 training rows: two steps of 18
+        spec = file_spec(tmp_path, f"ddp{nproc}.yaml", epochs=1, table=str(png_study / "meta.csv"))
+        text = yaml.safe_load(spec.read_text())
+        text["train"].update({"batch_size": batch, "optimizer": "sgd", "lr": 0.05, "device": "cpu"})
+        spec.write_text(yaml.safe_dump(text))
+        result = run_cli("train", spec, "-o", tmp_path / f"run{nproc}", "--nproc", nproc, "-q", env={"OMP_NUM_THREADS": "1"}, timeout=300)
+        assert result.returncode == 0, result.stderr[-3000:]
+        runs[nproc] = torch.load(tmp_path / f"run{nproc}" / "checkpoints" / "last.pt", weights_only=True)["model"]
+    for key, value in runs[1].items():
+        if value.is_floating_point():
+            torch.testing.assert_close(runs[2][key], value, atol=1e-5, rtol=0, msg=key)
