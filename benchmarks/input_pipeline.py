@@ -32,9 +32,9 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from mdn_cli.file_dataset import FileSamples, loader
-from mdn_cli.readers import write_image_study
-from mdn_cli.transforms import Compose, parse_steps
+from mdn_cli.data.file_dataset import FileSamples, loader
+from mdn_cli.data.readers import write_image_study
+from mdn_cli.data.transforms import Compose, parse_steps
 
 BATCH, SEED, WORKERS = 64, 0, (0, 1, 2)
 WAYS = ("ours", "plain", "HDF5")

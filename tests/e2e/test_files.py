@@ -288,3 +288,11 @@ def test_two_processes_on_files_equal_one_with_the_global_batch(png_study, tmp_p
     for key, value in runs[1].items():
         if value.is_floating_point():
             torch.testing.assert_close(runs[2][key], value, atol=1e-5, rtol=0, msg=key)
+
+
+def test_a_spec_without_inputs_or_path_column_says_which_to_give(png_study):
+    spec = yaml.safe_load((png_study / "spec.yaml").read_text())
+    del spec["data"]["path_column"]
+    (png_study / "neither.yaml").write_text(yaml.safe_dump(spec))
+    result = mdn("validate", png_study / "neither.yaml")
+    assert result.returncode == 2 and "needs either `inputs` or `path_column`" in result.stderr and "Traceback" not in result.stderr
