@@ -229,7 +229,7 @@ class Trainer:
         state = load_checkpoint(path)
         if not same_training(state["config"], dump_spec(self.run.spec)):
             raise MdnError(
-                "the spec differs from the one this run was started with (only train.epochs may change on resume).",
+                "the spec differs from the one this run was started with (only train.epochs and train.num_workers may change on resume).",
                 where=str(path),
                 hint=f"compare with {self.run_dir / 'config.yaml'}, or train into a new run directory.",
             )

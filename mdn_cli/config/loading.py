@@ -149,10 +149,14 @@ def spec_hash(spec: Spec) -> str:
 
 
 def same_training(config_a: str, config_b: str) -> bool:
-    """Whether two resolved specs (YAML text) describe the same training, up to train.epochs."""
+    """Whether two resolved specs (YAML text) describe the same training, up to train.epochs and train.num_workers.
+
+    (The number of loader workers does not change a single number: augmentation is seeded per row.)
+    """
     def without_epochs(text: str) -> str:
         config = yaml.safe_load(text)
-        config.get("train", {}).pop("epochs", None)
+        for key in ("epochs", "num_workers"):
+            config.get("train", {}).pop(key, None)
         return json.dumps(config, sort_keys=True)
 
     return without_epochs(config_a) == without_epochs(config_b)
