@@ -21,11 +21,12 @@ import numpy as np
 import torch
 
 from mdn_cli.config import Spec, dump_spec
+from mdn_cli.data.file_dataset import FileSamples, SampleTransformError
 from mdn_cli.data.h5 import CHUNK_BYTES, DIVISOR_ATTR, write_ids
 from mdn_cli.data.readers import SampleReadError, read_raw
 from mdn_cli.data.rows import sample_error
 from mdn_cli.data.training import load_training_data
-from mdn_cli.data.transforms import Compose, needs_float
+from mdn_cli.data.transforms import Compose, TransformApplyError, needs_float
 from mdn_cli.errors import MdnError
 
 DIVISORS = {np.dtype(np.uint8): 255, np.dtype(np.uint16): 65535}  # readers.to_float's
@@ -77,7 +78,7 @@ def pack(spec: Spec, out_dir: str | Path, progress: Callable[[int, int], None] |
             "sample_shape": list(shape), "dtype": str(dtype), "divisor": DIVISORS[dtype] if integer else None}
 
 
-def _packed_sample(samples, transform: Compose, row: int, dtype: np.dtype, integer: bool, shape: tuple[int, ...]) -> torch.Tensor:
+def _packed_sample(samples: FileSamples, transform: Compose, row: int, dtype: np.dtype, integer: bool, shape: tuple[int, ...]) -> torch.Tensor:
     """A row's sample after ``transform``: as stored (integers) when ``integer``, else the float32 a model sees."""
     try:
         if not integer:
@@ -87,7 +88,10 @@ def _packed_sample(samples, transform: Compose, row: int, dtype: np.dtype, integ
             if raw.dtype != dtype:
                 raise SampleReadError(f"is stored as {raw.dtype}, but the first file is {dtype}; packed integer samples need one dtype.",
                                       path=samples.paths[row], row_id=samples.ids[row], hint="convert the files to one bit depth.")
-            x = samples._apply(transform, "transform", torch.from_numpy(raw), row, None)
+            try:
+                x = transform(torch.from_numpy(raw))
+            except TransformApplyError as exc:
+                raise SampleTransformError(exc, transforms="transform", path=samples.paths[row], row_id=samples.ids[row]) from None
     except SampleReadError as exc:
         raise sample_error(exc if exc.row_id is not None else exc.for_row(samples.ids[row])) from None
     if tuple(x.shape) != shape:

@@ -17,10 +17,22 @@ import pandas as pd
 import torch
 from torch.utils.data import Sampler
 
-from mdn_cli.data.file_dataset import FileLoader, FileSamples, SampleTransformError, _Batches, check_files, check_shapes
+from mdn_cli.data.file_dataset import (
+    FileLoader,
+    FileSamples,
+    SampleTransformError,
+    _Batches,
+    check_files,
+    check_shapes,
+)
 from mdn_cli.data.h5 import H5Rows
 from mdn_cli.data.readers import SUPPORTED_EXTENSIONS, SampleReadError, extension_of
-from mdn_cli.data.transforms import Compose, TransformApplyError, output_shape, sample_generator
+from mdn_cli.data.transforms import (
+    Compose,
+    TransformApplyError,
+    output_shape,
+    sample_generator,
+)
 from mdn_cli.errors import MdnError, listing
 
 

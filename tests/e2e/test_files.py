@@ -166,7 +166,7 @@ def test_synth_nifti_volumes_carry_the_factors_in_octants(tmp_path):
     volume = np.asarray(nib.load(tmp_path / table["path"][0]).dataobj)
     assert volume.shape == (32, 32, 32)
     np.testing.assert_array_equal(volume, make_synthetic_3d(4).images[0, 0])
-    octant = lambda a, b, c: volume[a * 16 : (a + 1) * 16, b * 16 : (b + 1) * 16, c * 16 : (c + 1) * 16].mean()  # noqa: E731
+    octant = lambda a, b, c: volume[a * 16 : (a + 1) * 16, b * 16 : (b + 1) * 16, c * 16 : (c + 1) * 16].mean()
     mf, cf = table["mf"][0], table["cf"][0]
     np.testing.assert_allclose(octant(0, 0, 0) / octant(1, 1, 1), 1.0, rtol=0.02)
     np.testing.assert_allclose(octant(1, 0, 0) / octant(0, 0, 0), cf / mf, rtol=0.02)

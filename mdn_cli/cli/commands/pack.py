@@ -6,7 +6,15 @@ from pathlib import Path
 
 import typer
 
-from mdn_cli.cli.app import SET_OPT, SPEC_ARG, OutputFormat, app, load_spec, row_progress, show_summary
+from mdn_cli.cli.app import (
+    SET_OPT,
+    SPEC_ARG,
+    OutputFormat,
+    app,
+    load_spec,
+    row_progress,
+    show_summary,
+)
 
 
 @app.command()
