@@ -296,3 +296,21 @@ def test_a_spec_without_inputs_or_path_column_says_which_to_give(png_study):
     (png_study / "neither.yaml").write_text(yaml.safe_dump(spec))
     result = mdn("validate", png_study / "neither.yaml")
     assert result.returncode == 2 and "needs either `inputs` or `path_column`" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_channels_3_repeats_a_grey_png(png_study):
+    from mdn_cli.data.readers import read_sample
+    from mdn_cli.data.training import load_training_data
+
+    data = load_training_data(load_spec(png_study / "spec.yaml", ["data.channels=3", "data.transform=[]"]), 0)
+    assert data.sample_shape == (3, 32, 32)
+    grey = read_sample(data.inputs.samples.paths[0])
+    assert torch.equal(data.inputs.take(np.array([0]))[0], grey.expand(3, -1, -1))
+
+
+def test_pack_of_a_study_with_a_missing_file_writes_nothing(png_study, tmp_path):
+    study = copy_study(png_study, tmp_path / "study")
+    (study / pd.read_csv(study / "meta.csv")["path"][9]).unlink()
+    result = mdn("pack", study / "spec.yaml", "-o", tmp_path / "packed")
+    assert result.returncode == 2 and "1 of 60 sample files do not exist" in result.stderr and "Traceback" not in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["study"]
