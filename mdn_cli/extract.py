@@ -24,6 +24,9 @@ import torch
 from mdn_cli import __version__
 from mdn_cli.config import spec_hash
 from mdn_cli.data.design import apply_design
+from mdn_cli.data.file_dataset import default_num_workers
+from mdn_cli.data.rows import FileProvider, H5Provider, checked_shape, file_samples
+from mdn_cli.data.transforms import Compose
 from mdn_cli.data.h5 import CHUNK_BYTES, create_chunked, open_h5_dataset, read_ids, write_ids
 from mdn_cli.data.tables import align_table, read_table
 from mdn_cli.errors import MdnError
@@ -56,20 +59,51 @@ def split_source(loaded: LoadedRun, split: str) -> Source:
     table = data.table.iloc[rows].reset_index(drop=True)
     design_rows = apply_design(loaded.design, table, str(loaded.spec.data.table)).astype(np.float32)
     spec = loaded.spec.data
-    file_ids = read_ids(spec.inputs, spec.ids_dataset) if spec.id_column else None
-    ids = file_ids[rows] if file_ids is not None else rows.copy()  # the inputs' own ids, in their dtype
+    if spec.path_column is not None:
+        ids = table[spec.id_column].to_numpy() if spec.id_column else rows.copy()
+    else:
+        file_ids = read_ids(spec.inputs, spec.ids_dataset) if spec.id_column else None
+        ids = file_ids[rows] if file_ids is not None else rows.copy()  # the inputs' own ids, in their dtype
+    return Source(f"split={split}", ids, table, _provider_batches(data.inputs, rows, design_rows))
 
+
+def _provider_batches(provider: H5Provider | FileProvider, rows: np.ndarray, design_rows: np.ndarray):
+    """Batches of ``rows`` in order through a rows provider (its loader workers for files), without augmentation."""
     def batches(size: int):
-        for start in range(0, len(rows), size):
-            part = slice(start, min(start + size, len(rows)))
-            yield part, data.inputs.take(rows[part]), torch.from_numpy(design_rows[part])
+        parts = [slice(start, min(start + size, len(rows))) for start in range(0, len(rows), size)]
+        for part, x in zip(parts, provider.batches([rows[p] for p in parts])):
+            yield part, x, torch.from_numpy(design_rows[part])
 
-    return Source(f"split={split}", ids, table, batches)
+    return batches
+
+
+def table_source(loaded: LoadedRun, table_path: str | Path) -> Source:
+    """New data for a run that reads files: a table with the run's path column (paths relative to the table's folder) and columns."""
+    spec = loaded.spec.data
+    table = read_table(table_path, spec.id_column)
+    id_column = spec.id_column if spec.id_column in table.columns else None  # without the id column: ids are row numbers
+    if id_column is not None:
+        table = align_table(table, table[id_column].to_numpy(), id_column, len(table), str(table_path), "the table")
+    ids = table[id_column].to_numpy() if id_column else np.arange(len(table))
+    folder = Path.cwd() if str(table_path) == "-" else Path(table_path).resolve().parent
+    samples = file_samples(table, spec.path_column, str(folder), ids, str(table_path), channels=spec.channels,
+                           transform=Compose.from_spec(spec.transform), augment=Compose(()), seed=loaded.spec.train.seed)
+    rows = np.arange(len(table))
+    shape = checked_shape(samples, {"all": rows})
+    if shape != loaded.sample_shape:
+        raise MdnError(f"its samples have shape {shape} after data.transform, but the model was trained on {loaded.sample_shape}.",
+                       where=str(table_path), hint="new files must look like the training files.")
+    workers = default_num_workers() if loaded.spec.train.num_workers is None else loaded.spec.train.num_workers
+    design_rows = apply_design(loaded.design, table, str(table_path)).astype(np.float32)
+    return Source(str(table_path), ids, table, _provider_batches(FileProvider(samples, workers), rows, design_rows))
 
 
 def file_source(loaded: LoadedRun, inputs: str | Path, table_path: str | Path, id_column: str | None = None) -> Source:
     """New data: an HDF5 file of inputs (the spec's dataset names) and a table with the spec's columns."""
     spec = loaded.spec.data
+    if spec.path_column is not None:
+        raise MdnError("this run reads the files named in its table's path column, not HDF5 inputs.", where="--inputs",
+                       hint=f"give the new table alone: --table new.csv, with a {spec.path_column!r} column (paths relative to the table's folder).")
     inputs = Path(inputs)
     with open_h5_dataset(inputs, spec.dataset, hint=f"new inputs keep the run's dataset name (data.dataset: {spec.dataset}).") as ds:
         shape = tuple(ds.shape)

@@ -50,7 +50,8 @@ def build_run(spec: Spec, *, fine_tune: bool = True) -> Run:
     ``fine_tune=False`` skips ``model.init`` and ``train.freeze``, for `mdn layers`, which lists the
     names those two need.
     """
-    data = load_training_data(spec, spec.train.seed)
+    device = distributed.device_for(resolve_device(spec.train.device))
+    data = load_training_data(spec, spec.train.seed, pin_memory=device.type == "cuda")
     torch.manual_seed(spec.train.seed)
     network = build_network(spec, data.design.num_columns, data.design.num_preserved, data.sample_shape, data.num_outputs)
     init_report = prepare_network(spec, network) if fine_tune else None  # pretrained weights and frozen modules, before the Gram fit
@@ -59,7 +60,6 @@ def build_run(spec: Spec, *, fine_tune: bool = True) -> Run:
     except CollinearDesignError as exc:
         raise MdnError(str(exc), where=str(spec.data.table),
                        hint="drop one of those columns from data.metadata or mdn.preserve, merge rare categories, or set mdn.ridge (e.g. 1e-3).") from None
-    device = distributed.device_for(resolve_device(spec.train.device))
     check_precision(spec, device)
     return Run(spec, data, network.to(device), device, init_report)
 
@@ -151,23 +151,23 @@ def validate(run: Run) -> dict:
     return metrics
 
 
-def _train_batches(data: TrainingData, batch_size: int, seed: int, world: distributed.World):
+def _train_batches(data: TrainingData, batch_size: int, seed: int, world: distributed.World, epoch: int | None = None):
     """(global batch size, inputs, design, targets) of this rank: ``batch_size`` rows per rank.
 
     One process: ``data.batches``. Under DDP the same shuffled global batches of
-    ``batch_size * world size`` rows, each rank loading only its share.
+    ``batch_size * world size`` rows, each rank loading only its share. ``epoch`` draws the
+    augmentation (per row, so any sharding gives the same samples).
     """
     if world.size == 1:
-        for rows, x, design, y in data.batches("train", batch_size, shuffle_seed=seed):
+        for rows, x, design, y in data.batches("train", batch_size, shuffle_seed=seed, epoch=epoch):
             yield len(rows), x, design, y
         return
     rows = data.splits["train"]
     rows = rows[torch.randperm(len(rows), generator=torch.Generator().manual_seed(seed)).numpy()]
-    for start in range(0, len(rows), batch_size * world.size):
-        batch = rows[start : start + batch_size * world.size]
-        mine = distributed.shard(batch, world)
-        x = data.inputs.take(mine) if len(mine) else torch.zeros(0, *data.sample_shape)
-        yield len(batch), x, data.design_rows[mine], data.targets[mine]
+    batches = [rows[start : start + batch_size * world.size] for start in range(0, len(rows), batch_size * world.size)]
+    mine = [distributed.shard(batch, world) for batch in batches]
+    for batch, part, x in zip(batches, mine, data.inputs.batches(mine, epoch)):
+        yield len(batch), x, data.design_rows[part], data.targets[part]
 
 
 def fit_penalty_betas(network: nn.Module, x: torch.Tensor, design: torch.Tensor, beta_optimizer: torch.optim.Optimizer,
@@ -256,7 +256,7 @@ class Trainer:
         state = load_checkpoint(path)
         if not same_training(state["config"], dump_spec(self.run.spec)):
             raise MdnError(
-                "the spec differs from the one this run was started with (only train.epochs may change on resume).",
+                "the spec differs from the one this run was started with (only train.epochs and train.num_workers may change on resume).",
                 where=str(path),
                 hint=f"compare with {self.run_dir / 'config.yaml'}, or train into a new run directory.",
             )
@@ -298,7 +298,7 @@ class Trainer:
             keep_frozen_norms_in_eval(network, t.freeze)
             lr = self.optimizer.param_groups[0]["lr"]
             total, total_penalty, seen = 0.0, 0.0, 0
-            for n_global, x, design, y in _train_batches(data, t.batch_size, t.seed * 100_003 + epoch, world):
+            for n_global, x, design, y in _train_batches(data, t.batch_size, t.seed * 100_003 + epoch, world, epoch):
                 x, design, y = x.to(self.run.device), design.to(self.run.device), y.to(self.run.device)
                 penalty = None
                 if self.beta_optimizer is not None:  # PMDN, pass 1: the betas on the penalty alone

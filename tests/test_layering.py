@@ -18,13 +18,13 @@ ALLOWED = {
     "errors": set(),
     "fileio": {"errors"},
     "data": {"errors", "fileio", "validation"},
-    "config": {"errors", "nn"},
+    "config": {"errors", "nn", "data"},  # data.transforms parses the transform lists
     "cli": {"*"},
     "__main__": {"*"},  # `python -m mdn_cli`: the entry point
     "__init__": set(),
 }
 # the workflows may import every building block and each other, never the cli
-WORKFLOWS = {"models", "train", "finetune", "training_options", "audit", "extract", "layers", "refit", "residualize", "report", "runs", "distributed"}
+WORKFLOWS = {"models", "train", "finetune", "training_options", "audit", "extract", "layers", "refit", "residualize", "report", "runs", "distributed", "pack"}
 TERMINAL = {"typer", "rich"}
 
 

@@ -36,9 +36,14 @@ def _read_text(path: Path) -> str:
 
 
 def _resolve_paths(raw: dict[str, Any], base: Path, check_files: bool = True) -> list[Problem]:
-    """Make `data.inputs` and `data.table` absolute (relative to the spec's folder) and check they exist."""
+    """Make `data.inputs`, `data.table` and `data.root` absolute (relative to the spec's folder) and check they exist."""
     data = raw.get("data")
     problems = []
+    if isinstance(data, dict) and isinstance(data.get("root"), str):
+        root = Path(os.path.normpath(base / Path(data["root"]).expanduser()))
+        data["root"] = str(root)
+        if check_files and not root.is_dir():
+            problems.append((("data", "root"), f"folder not found: {root}", f"paths are relative to the spec file's folder ({base})."))
     for key in ("inputs", "table"):
         if not isinstance(data, dict) or not isinstance(data.get(key), str):
             continue
@@ -131,6 +136,11 @@ def _plain(spec: Spec) -> dict[str, Any]:
     for key, owner in VARIANT_KEYS.items():
         if owner != spec.mdn.variant:
             del data["mdn"][key]
+    for key in ("inputs", "path_column", "root", "channels", "transform", "augment"):  # the other input source's keys, unset steps
+        if data["data"][key] in (None, []):
+            del data["data"][key]
+    if data["train"]["num_workers"] is None:
+        del data["train"]["num_workers"]
     model = data["model"]
     for key in ("layers", "factory"):
         if model[key] is None:
@@ -156,13 +166,15 @@ def spec_hash(spec: Spec) -> str:
 
 
 def same_training(config_a: str, config_b: str) -> bool:
-    """Whether two resolved specs (YAML text) describe the same training, up to train.epochs.
+    """Whether two resolved specs (YAML text) describe the same training, up to train.epochs and train.num_workers.
 
-    Keys at their default count as absent, so a run saved before a key existed still matches.
+    Keys at their default count as absent, so a run saved before a key existed still matches; the
+    number of loader workers changes no number (augmentation is seeded per row).
     """
     def without_epochs(text: str) -> str:
         config = yaml.safe_load(text)
-        config.get("train", {}).pop("epochs", None)
+        for key in ("epochs", "num_workers"):
+            config.get("train", {}).pop(key, None)
         for name, section in SECTIONS.items():
             values = config.get(name)
             for key, field in section.model_fields.items():

@@ -30,7 +30,12 @@ class _Section(BaseModel):
 class DataSpec(_Section):
     """Where samples come from and which table columns play which role."""
 
-    inputs: Path = Field(examples=["images.h5"])
+    inputs: Path | None = Field(None, examples=["images.h5"])
+    path_column: str | None = Field(None, min_length=1, examples=["path"])
+    root: Path | None = Field(None, examples=["images/"])
+    channels: Literal[1, 3] | None = Field(None, examples=[1])
+    transform: list[Any] = Field(default_factory=list, examples=[[{"resize": {"size": [64, 64]}}]])
+    augment: list[Any] = Field(default_factory=list, examples=[[{"flip": {"axes": [1]}}]])
     dataset: str = Field("x", min_length=1, examples=["x"])
     ids_dataset: str = Field("ids", min_length=1, examples=["ids"])
     table: Path = Field(examples=["meta.csv"])
@@ -40,6 +45,33 @@ class DataSpec(_Section):
     label: str = Field(examples=["label"])
     metadata: list[str] = Field(min_length=1, examples=[["cf"]])
     categorical: list[str] = Field(default_factory=list, examples=[["site"]])
+
+    @field_validator("transform", "augment")
+    @classmethod
+    def _steps(cls, value: list[Any]) -> list[Any]:
+        """Parsed by the transforms module, whose problems carry key paths inside the list."""
+        from mdn_cli.data.transforms import TransformSpecError, parse_steps  # lazy: it imports torch
+
+        try:
+            parse_steps(value)
+        except TransformSpecError as exc:
+            raise fail(*[(path, message, hint) for path, message, hint in exc.problems]) from None
+        return value
+
+    @model_validator(mode="after")
+    def _one_input_source(self) -> DataSpec:
+        """Samples come from an HDF5 file (`inputs`) or from files named in the table (`path_column`), not both."""
+        if self.inputs is not None and self.path_column is not None:
+            raise fail((("path_column",), "cannot be used together with data.inputs",
+                        "keep `inputs` (one HDF5 file) or `path_column` (one file per row, named in the table)."))
+        if self.inputs is None and self.path_column is None:
+            raise fail(((), "needs either `inputs` or `path_column`",
+                        "give an HDF5 file (`inputs: images.h5`) or the table column that names each sample's file (`path_column: path`)."))
+        problems = [((key,), "is only used with data.path_column", "remove it, or read files listed in the table.")
+                    for key in ("root", "channels") if getattr(self, key) is not None and self.path_column is None]
+        if problems:
+            raise fail(*problems)
+        return self
 
     @field_validator("metadata")
     @classmethod
@@ -212,6 +244,7 @@ class TrainSpec(_Section):
     grad_clip: Annotated[float, Field(gt=0, strict=True)] | None = Field(None, examples=[1.0])
     class_weights: Literal["balanced"] | None = Field(None, examples=["balanced"])
     precision: Literal["32", "bf16-mixed", "16-mixed"] = Field("32", examples=["bf16-mixed"])
+    num_workers: Annotated[int, Field(ge=0, strict=True)] | None = Field(None, examples=[2])  # file inputs; None: default_num_workers()
 
     @model_validator(mode="after")
     def _select_fits_task(self) -> TrainSpec:

@@ -39,10 +39,10 @@ class SampleShapeError(SampleReadError):
 
 
 class SampleTransformError(SampleReadError):
-    """A transform that cannot apply to a row's sample; ``transforms`` ('transform' or 'augment') and ``step`` locate it in the spec."""
+    """A transform that cannot apply to a row's sample; ``transforms`` ('transform' or 'augment'), ``step`` and ``name`` locate it in the spec."""
 
     def __init__(self, error: TransformApplyError, *, transforms: str, path: str, row_id: object):
-        self.transforms, self.step = transforms, error.step
+        self.transforms, self.step, self.name, self.detail = transforms, error.step, error.name, error.message
         super().__init__(f"{transforms} step {error.step} ({error.name}): {error.message}", path=path, row_id=row_id, hint=error.hint)
 
 

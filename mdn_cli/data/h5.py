@@ -45,23 +45,34 @@ def open_h5_dataset(path: str | Path, dataset: str, option: str | None = None, h
 
 
 
+DIVISOR_ATTR = "divisor"  # integer samples (written by `mdn pack`) are read as x / divisor
+
+
 class H5Rows:
-    """Rows of an HDF5 dataset, read in memory when small, else from disk batch by batch."""
+    """Rows of an HDF5 dataset as float32, read in memory when small, else from disk batch by batch.
+
+    A dataset with a ``divisor`` attribute (uint8 with 255, uint16 with 65535, as `mdn pack`
+    writes) is divided by it in float32: the same arithmetic as ``readers.to_float``, so packed
+    samples equal the files' to the bit.
+    """
 
     def __init__(self, path: str | Path, dataset: str):
         self.path, self.dataset = str(path), dataset
         with open_h5_dataset(self.path, dataset, option="data.dataset") as ds:
             self.shape, self.dtype = tuple(ds.shape), ds.dtype
+            divisor = ds.attrs.get(DIVISOR_ATTR)
+            self._divisor = None if divisor is None else np.float32(divisor)
             self._memory = self._read_all(ds) if ds.size * 4 <= IN_MEMORY_LIMIT else None
         if len(self.shape) < 2:
             raise MdnError(f"dataset {dataset!r} has shape {self.shape}; expected (n_samples, ...).", where=self.path, hint=None)
         self._file: h5py.File | None = None
 
-    @staticmethod
-    def _read_all(ds) -> np.ndarray:
+    def _read_all(self, ds) -> np.ndarray:
         out = np.empty(ds.shape, dtype=np.float32)
         for start in range(0, ds.shape[0], READ_CHUNK_ROWS):
             out[start : start + READ_CHUNK_ROWS] = ds[start : start + READ_CHUNK_ROWS]
+        if self._divisor is not None:
+            out /= self._divisor
         return out
 
     def __len__(self) -> int:
@@ -75,8 +86,10 @@ class H5Rows:
         if self._file is None:
             self._file = h5py.File(self.path, "r")
         unique, inverse = np.unique(rows, return_inverse=True)  # h5py wants increasing, distinct rows
-        block = self._file[self.dataset][unique]
-        return torch.from_numpy(np.ascontiguousarray(block[inverse.reshape(-1)], dtype=np.float32))
+        block = np.ascontiguousarray(self._file[self.dataset][unique][inverse.reshape(-1)], dtype=np.float32)
+        if self._divisor is not None:
+            block /= self._divisor
+        return torch.from_numpy(block)
 
 
 

@@ -61,6 +61,31 @@ def make_synthetic(per_group: int, seed: int = 0) -> SyntheticSet:
     return SyntheticSet(images, table)
 
 
+def gaussian_bump_3d(size: int = QUADRANT, sigma: float = QUADRANT / 6) -> np.ndarray:
+    """The 3D version of ``gaussian_bump``: peak 1, +-3 sigma spans the octant."""
+    r = np.arange(size) - (size - 1) / 2
+    g = np.exp(-(r**2) / (2 * sigma**2))
+    return g[:, None, None] * g[None, :, None] * g[None, None, :]
+
+
+def make_synthetic_3d(per_group: int, seed: int = 0) -> SyntheticSet:
+    """The same study as volumes of 32^3 (1, X, Y, Z): the same table (labels, mf, cf, splits) as ``make_synthetic``.
+
+    The bumps become 3D Gaussians in octants: mf in the (0, 0, 0) and (1, 1, 1) octants, cf in
+    (1, 0, 0); the other five are empty.
+    """
+    table = make_synthetic(per_group, seed).table
+    rng = np.random.default_rng([seed, 3])
+    q = QUADRANT
+    bump = gaussian_bump_3d().astype(np.float32)
+    mf, cf = table["mf"].to_numpy(np.float32), table["cf"].to_numpy(np.float32)
+    volumes = rng.normal(0.0, NOISE_STD, (len(table), 1, SIZE, SIZE, SIZE)).astype(np.float32)
+    volumes[:, 0, :q, :q, :q] += mf[:, None, None, None] * bump
+    volumes[:, 0, q:, q:, q:] += mf[:, None, None, None] * bump
+    volumes[:, 0, q:, :q, :q] += cf[:, None, None, None] * bump
+    return SyntheticSet(volumes, table)
+
+
 def write_dataset(out_dir: str | Path, inputs: np.ndarray, table: pd.DataFrame, ids_column: str = "id") -> tuple[Path, Path]:
     """Write ``images.h5`` (datasets ``x`` and ``ids``) and ``meta.csv`` into ``out_dir``, atomically."""
     out_dir = Path(out_dir)

@@ -6,6 +6,7 @@ Every mismatch is an ``MdnError`` raised before any training starts.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterator, Sequence
 
 import numpy as np
@@ -13,7 +14,10 @@ import pandas as pd
 import torch
 
 from mdn_cli.data.design import DesignMatrix
+from mdn_cli.data.file_dataset import default_num_workers
 from mdn_cli.data.h5 import H5Rows, read_ids
+from mdn_cli.data.rows import FileProvider, H5Provider, checked_shape, file_samples
+from mdn_cli.data.transforms import Compose
 from mdn_cli.data.tables import align_table, read_table, row_names
 from mdn_cli.errors import MdnError, did_you_mean, listing
 
@@ -24,7 +28,7 @@ SPLITS = ("train", "val", "test")
 class TrainingData:
     """Everything the training loop needs, aligned to the input rows."""
 
-    inputs: H5Rows
+    inputs: H5Provider | FileProvider  # rows -> samples (HDF5 rows or one file per row)
     table: pd.DataFrame  # aligned with inputs' rows
     targets: torch.Tensor  # float (binary, regression) or long (multiclass)
     classes: list  # label values in class-index order; [] for regression
@@ -34,29 +38,38 @@ class TrainingData:
 
     @property
     def sample_shape(self) -> tuple[int, ...]:
-        return self.inputs.shape[1:]
+        return self.inputs.sample_shape
 
     @property
     def num_outputs(self) -> int:
         return num_outputs(self.classes)
 
-    def batches(self, split: str, batch_size: int, shuffle_seed: int | None = None) -> Iterator[tuple[np.ndarray, torch.Tensor, torch.Tensor, torch.Tensor]]:
-        """(rows, inputs, design, targets) per batch; shuffled by ``shuffle_seed`` when given."""
+    def batches(self, split: str, batch_size: int, shuffle_seed: int | None = None, epoch: int | None = None) -> Iterator[tuple[np.ndarray, torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """(rows, inputs, design, targets) per batch; shuffled by ``shuffle_seed`` when given, augmented as ``epoch`` when given."""
         rows = self.splits[split]
         if shuffle_seed is not None:
             gen = torch.Generator().manual_seed(shuffle_seed)
             rows = rows[torch.randperm(len(rows), generator=gen).numpy()]
-        for start in range(0, len(rows), batch_size):
-            batch = rows[start : start + batch_size]
-            yield batch, self.inputs.take(batch), self.design_rows[batch], self.targets[batch]
+        batches = [rows[start : start + batch_size] for start in range(0, len(rows), batch_size)]
+        for batch, x in zip(batches, self.inputs.batches(batches, epoch)):
+            yield batch, x, self.design_rows[batch], self.targets[batch]
 
 
-def load_training_data(spec, seed: int) -> TrainingData:
+def load_training_data(spec, seed: int, pin_memory: bool = False) -> TrainingData:
+    """The spec's data, checked; file inputs are checked to exist and, on each split's first file, to decode to one shape."""
     d = spec.data
-    inputs = H5Rows(d.inputs, d.dataset)
+    transform, augment = Compose.from_spec(d.transform), Compose.from_spec(d.augment)
     table = read_table(d.table, d.id_column)
-    ids = read_ids(d.inputs, d.ids_dataset) if d.id_column else None
-    table = align_table(table, ids, d.id_column, len(inputs), d.table, f"{d.inputs}:{d.dataset}")
+    if d.path_column is None:
+        h5 = H5Rows(d.inputs, d.dataset)
+        ids = read_ids(d.inputs, d.ids_dataset) if d.id_column else None
+        table = align_table(table, ids, d.id_column, len(h5), d.table, f"{d.inputs}:{d.dataset}")
+    else:
+        if d.id_column is not None:  # the table is the list of samples: only its ids' uniqueness to check
+            table = align_table(table, table[d.id_column].to_numpy() if d.id_column in table.columns else None, d.id_column, len(table), d.table, "the table")
+        ids = table[d.id_column].to_numpy() if d.id_column else np.arange(len(table))
+        samples = file_samples(table, d.path_column, str(d.root or Path(d.table).parent), ids, str(d.table),
+                               channels=d.channels, transform=transform, augment=augment, seed=spec.train.seed)
     used = [d.label, *d.metadata, *spec.mdn.preserve] + ([d.split_column] if d.split_column else [])
     for column in dict.fromkeys(used):
         if column not in table.columns:
@@ -66,6 +79,12 @@ def load_training_data(spec, seed: int) -> TrainingData:
         if len(nan_rows):
             raise MdnError(f"column {column!r} is empty in {len(nan_rows)} row(s) (ids/rows {listing(row_names(table, nan_rows, d.id_column))}).", where=d.table, hint="fill or drop those rows; training needs every value.")
     splits = _splits(table, d.split_column, d.val_fraction, seed, d.table)
+    if d.path_column is None:
+        inputs = H5Provider(h5, transform, augment, spec.train.seed)
+    else:
+        checked_shape(samples, splits)
+        workers = default_num_workers() if spec.train.num_workers is None else spec.train.num_workers
+        inputs = FileProvider(samples, workers, pin_memory)
     targets, classes = _targets(table[d.label], spec.train.task, d.label, d.table)
     categorical = list(d.categorical) + ([d.label] if spec.train.task == "multiclass" else [])
     design = DesignMatrix(d.metadata, spec.mdn.preserve, categorical).fit(table.iloc[splits["train"]])

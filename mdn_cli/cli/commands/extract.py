@@ -24,8 +24,8 @@ def extract(
     output: Path = typer.Option(..., "--output", "-o", help="HDF5 file to write: `features` (n, d), or `features/<layer>` for several layers, and `ids`."),
     checkpoint: str = typer.Option("best", "--checkpoint", help="best, last, a NAME in the run's checkpoints/ (e.g. best-refit), or a PATH."),
     split: str = typer.Option("val", "--split", help="Rows of the run's data: train, val, test or all."),
-    inputs: Optional[Path] = typer.Option(None, "--inputs", help="New data instead of a split: HDF5 inputs (same dataset names as the spec)."),
-    table: Optional[str] = typer.Option(None, "--table", help="The table of --inputs (CSV with the spec's metadata columns; - for stdin)."),
+    inputs: Optional[Path] = typer.Option(None, "--inputs", help="New data instead of a split: HDF5 inputs (same dataset names as the spec). Not for runs that read files (give --table alone)."),
+    table: Optional[str] = typer.Option(None, "--table", help="The table of --inputs (CSV with the spec's metadata columns; - for stdin). Alone for a run that reads files: the table names them in the spec's path column."),
     meta_out: Optional[Path] = typer.Option(None, "--meta-out", help="Also write the matching table rows (id, label, metadata) as CSV."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Rows per forward pass (default: the spec's)."),
     device: Optional[Device] = typer.Option(None, "--device", help="Where the model runs (default: the spec's train.device)."),
@@ -39,17 +39,24 @@ def extract(
     and written under a temporary name, then renamed. With --meta-out, `mdn audit` takes the pair.
 
     Example: mdn extract runs/mdn --layer fc1 --split val -o fc1.h5 --meta-out fc1.csv
+    Example: mdn extract runs/png --layer fc1 --table new.csv -o new_fc1.h5   (a run that reads files)
     """
     from mdn_cli.extract import extract as run_extract
-    from mdn_cli.extract import file_source, split_source
+    from mdn_cli.extract import file_source, split_source, table_source
     from mdn_cli.runs import load_run
 
-    if (inputs is None) != (table is None):
-        raise MdnError("--inputs and --table go together.", where="--inputs" if inputs is None else "--table", hint="give both for new data, or neither to use --split.")
     loaded = load_run(run_dir, checkpoint, device.value if device else None)
+    reads_files = loaded.spec.data.path_column is not None
+    if not reads_files and (inputs is None) != (table is None):
+        raise MdnError("--inputs and --table go together.", where="--inputs" if inputs is None else "--table", hint="give both for new data, or neither to use --split.")
     for name in layer:
         loaded.network.feature_module(name, where="--layer", target=str(run_dir))  # unknown names fail here, before any output exists
-    source = file_source(loaded, inputs, table) if inputs is not None else split_source(loaded, split)
+    if inputs is not None:
+        source = file_source(loaded, inputs, table)  # refuses a run that reads files, with the hint to give --table alone
+    elif table is not None:
+        source = table_source(loaded, table)
+    else:
+        source = split_source(loaded, split)
     progress = row_progress(quiet, "extract")
     with progress as advance:
         result = run_extract(loaded, layer, source, output, meta_out=meta_out, batch_size=batch_size, progress=advance)

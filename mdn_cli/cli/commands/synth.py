@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
 
 import typer
@@ -12,21 +13,42 @@ from mdn_cli.cli.app import (
 )
 
 
+class SynthFormat(str, Enum):
+    h5 = "h5"
+    png = "png"
+    nifti = "nifti"
+
+
 @app.command()
 def synth(
-    out_dir: Path = typer.Argument(..., help="Folder to write images.h5 and meta.csv into."),
+    out_dir: Path = typer.Argument(..., help="Folder to write the data and meta.csv into."),
     per_group: int = typer.Option(500, "--per-group", min=4, help="Images per group (label)."),
     seed: int = typer.Option(0, "--seed", help="Random seed."),
+    fmt: SynthFormat = typer.Option(SynthFormat.h5, "--format", help="h5: images.h5; png: one 8-bit PNG per image; nifti: one 32^3 volume per sample (.nii.gz). Files go to OUT_DIR/files/, named in meta.csv's `path` column."),
 ) -> None:
     """Write the MDN paper's synthetic data set (images with a main factor and a confounder).
 
     Two groups of 32x32 images; a Gaussian bump scaled by the main factor mf (top-left,
     bottom-right) and by the confounder cf (bottom-left). Splits 60/20/20 train/val/test.
+    With --format png or nifti, one file per sample and a table with a `path` column (for a
+    spec's `data.path_column: path`); nifti makes 3D volumes with the bumps in octants.
 
     Example: mdn synth data/synthetic --per-group 500 --seed 0
+    Example: mdn synth data/png --format png --per-group 150
     """
-    from mdn_cli.data.synthetic import make_synthetic, write_dataset
+    from mdn_cli.data.synthetic import make_synthetic, make_synthetic_3d, write_dataset
 
-    dataset = make_synthetic(per_group, seed)
-    h5_path, csv_path = write_dataset(out_dir, dataset.images, dataset.table)
-    err_console().print(f"wrote {h5_path} ({len(dataset.table)} images) and {csv_path}", markup=False)
+    if fmt == SynthFormat.h5:
+        dataset = make_synthetic(per_group, seed)
+        h5_path, csv_path = write_dataset(out_dir, dataset.images, dataset.table)
+        err_console().print(f"wrote {h5_path} ({len(dataset.table)} images) and {csv_path}", markup=False)
+        return
+    from mdn_cli.data.readers import write_image_study
+    from mdn_cli.fileio import atomic_path
+
+    dataset = make_synthetic(per_group, seed) if fmt == SynthFormat.png else make_synthetic_3d(per_group, seed)
+    table = write_image_study(out_dir, dataset.images, dataset.table, fmt.value)
+    csv_path = out_dir / "meta.csv"
+    with atomic_path(csv_path) as tmp:
+        table.to_csv(tmp, index=False)
+    err_console().print(f"wrote {len(table)} {fmt.value} files to {out_dir / 'files'} and {csv_path} (paths in column `path`)", markup=False)

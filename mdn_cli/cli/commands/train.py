@@ -28,6 +28,8 @@ def validate(spec_path: Path = SPEC_ARG, overrides: list[str] = SET_OPT) -> None
     """Check a spec and report every problem at once, with key paths and line numbers.
 
     Checks the schema, the data files, the table's columns and the model (built with a dry run).
+    For a table of sample files: every file exists, and the first of each split decodes to one
+    shape after data.transform.
 
     Example: mdn validate sample_data/synthetic/mdn.yaml --set train.lr=1e-3
     """
@@ -37,7 +39,7 @@ def validate(spec_path: Path = SPEC_ARG, overrides: list[str] = SET_OPT) -> None
     run = build_run(load_spec(spec_path, overrides))
     splits = run.data.splits
     err_console().print(
-        f"{spec_path}: valid ({len(splits['train'])} train / {len(splits['val'])} val rows; design columns "
+        f"{spec_path}: valid ({len(splits['train'])} train / {len(splits['val'])} val rows of shape {list(run.data.sample_shape)}; design columns "
         f"{', '.join(run.data.design.column_names)}; {len(metadata_norm_layers(run.network))} MDN layer(s))",
         markup=False,
     )
