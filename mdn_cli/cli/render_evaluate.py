@@ -1,0 +1,101 @@
+"""Rendering of `mdn evaluate` results: json, csv (one row per group, overall first), markdown, rich tables."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from typing import Optional
+
+from rich.console import Group
+from rich.table import Table
+
+from mdn_cli.stats.metrics import METRICS_BY_TASK
+
+_UNGAPPED = ("confusion_matrix",)
+
+
+def _number(value: Optional[float]) -> str:
+    return "—" if value is None else f"{value:.3f}"
+
+
+def _with_interval(value: Optional[float], interval: Optional[list]) -> str:
+    """``0.842 [0.811, 0.870]``, or the value alone without an interval."""
+    return _number(value) if not interval else f"{_number(value)} [{interval[0]:.3f}, {interval[1]:.3f}]"
+
+
+def _metrics(result: dict) -> list[str]:
+    return [name for name in METRICS_BY_TASK[result["task"]] if name not in _UNGAPPED]
+
+
+def _title(result: dict) -> str:
+    return f"{result['run']} ({result['checkpoint']}, epoch {result['epoch']}), split {result['split']}, n = {result['n']}"
+
+
+def _sections(result: dict) -> list[tuple[str, list[str], list[list[str]]]]:
+    """(title, header, rows) of each table: overall, per group, gaps, dcor²."""
+    metrics = _metrics(result)
+    intervals = result.get("intervals") or {}
+    sections = [("overall", ["metric", "value"], [[name, _with_interval(result["overall"][name], intervals.get(name))] for name in metrics])]
+    if result["by_group"]:
+        sections.append((
+            "per group", ["column", "group", "n", *metrics],
+            [[row["column"], row["group"], str(row["n"]), *(_number(row[name]) for name in metrics)] for row in result["by_group"]],
+        ))  # fmt: skip
+        sections.append((
+            "largest gap between groups (max - min)", ["column", "metric", "difference", "worst group"],
+            [[gap["column"], gap["metric"], _with_interval(gap["difference"], gap.get("interval")), gap["worst_group"] or "—"] for gap in result["gaps"]],
+        ))  # fmt: skip
+    if result["dcor"]:
+        sections.append((
+            f"dcor² of {result['layer']} with the metadata", ["column", "stratum", "n", "dcor²", "note"],
+            [[row["column"], row["stratum"] or "all", str(row["n"]), _number(row["dcor2"]), row["note"] or ""] for row in result["dcor"]],
+        ))  # fmt: skip
+    matrix = result["overall"].get("confusion_matrix")
+    if matrix is not None:
+        sections.append(("confusion matrix (rows: true class, columns: predicted)", ["", *map(str, range(len(matrix)))],
+                         [[str(i), *map(str, row)] for i, row in enumerate(matrix)]))  # fmt: skip
+    return sections
+
+
+def _csv(result: dict) -> str:
+    metrics = _metrics(result)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["column", "group", "n", *metrics])
+    writer.writerow(["", "all", result["n"], *(result["overall"][name] for name in metrics)])
+    for row in result["by_group"]:
+        writer.writerow([row["column"], row["group"], row["n"], *(row[name] for name in metrics)])
+    return buffer.getvalue()
+
+
+def _markdown(result: dict) -> str:
+    lines = [f"**{_title(result)}**", ""]
+    for title, header, rows in _sections(result):
+        lines += [f"*{title}*", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        lines += ["| " + " | ".join(row) + " |" for row in rows]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def render_evaluation(result: dict, fmt: str):
+    """The result as json / csv / markdown text, or rich tables."""
+    if fmt == "json":
+        return json.dumps(result, indent=2)
+    if fmt == "csv":
+        return _csv(result)
+    if fmt == "markdown":
+        return _markdown(result)
+    tables = []
+    for title, header, rows in _sections(result):
+        table = Table(title=title, title_justify="left")
+        for i, name in enumerate(header):
+            table.add_column(name, justify="left" if i < 2 else "right")
+        for row in rows:
+            table.add_row(*row)
+        tables.append(table)
+    caption = _title(result)
+    if result.get("bootstrap"):
+        b = result["bootstrap"]
+        caption += f"; {b['level']:.0%} {b['method']} bootstrap intervals, {b['n_boot']} resamples of {b['resampling']}, seed {b['seed']}"
+    return Group(caption, *tables)
