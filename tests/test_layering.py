@@ -24,7 +24,7 @@ ALLOWED = {
     "__init__": set(),
 }
 # the workflows may import every building block and each other, never the cli
-WORKFLOWS = {"models", "train", "audit", "extract", "layers", "refit", "residualize", "report", "runs", "distributed"}
+WORKFLOWS = {"models", "train", "audit", "extract", "layers", "refit", "residualize", "report", "runs", "distributed", "evaluate", "crossval"}
 TERMINAL = {"typer", "rich"}
 
 
