@@ -9,6 +9,7 @@ from typing import Optional
 
 from rich.console import Group
 from rich.table import Table
+from rich.text import Text
 
 from mdn_cli.stats.metrics import METRICS_BY_TASK
 
@@ -90,12 +91,49 @@ def render_evaluation(result: dict, fmt: str):
     for title, header, rows in _sections(result):
         table = Table(title=title, title_justify="left")
         for i, name in enumerate(header):
-            table.add_column(name, justify="left" if i < 2 else "right")
+            table.add_column(Text(name), justify="left" if i < 2 else "right")
         for row in rows:
-            table.add_row(*row)
+            table.add_row(*map(Text, row))  # text as is: group ranges such as [1.37, 2.51) are not markup
         tables.append(table)
     caption = _title(result)
     if result.get("bootstrap"):
         b = result["bootstrap"]
         caption += f"; {b['level']:.0%} {b['method']} bootstrap intervals, {b['n_boot']} resamples of {b['resampling']}, seed {b['seed']}"
-    return Group(caption, *tables)
+    return Group(Text(caption), *tables)
+
+
+def _mean_sd(stats: dict) -> str:
+    if stats["mean"] is None:
+        return "—"
+    return f"{stats['mean']:.3f}" + ("" if stats["sd"] is None else f" ± {stats['sd']:.3f}")
+
+
+def _cv_rows(result: dict) -> tuple[list[str], list[list[str]]]:
+    names = [name for name in result["summary"] if name != "val_loss"] + ["val_loss"] * ("val_loss" in result["summary"])
+    header = ["fold", "n train", "n val", *names]
+    rows = [[str(fold["fold"]), str(fold["n_train"]), str(fold["n_val"]), *(_number(fold["metrics"].get(name)) for name in names)]
+            for fold in result["runs"]]  # fmt: skip
+    rows.append(["mean ± sd", "", "", *(_mean_sd(result["summary"][name]) for name in names)])
+    return header, rows
+
+
+def render_cv(result: dict, fmt: str):
+    """A cross-validation: one row per fold (last epoch's val metrics, dcor²) and the mean ± sd over the folds."""
+    if fmt == "json":
+        return json.dumps(result, indent=2)
+    header, rows = _cv_rows(result)
+    title = f"{result['folds']}-fold cross-validation" + (f" x {result['repeats']}" if result["repeats"] > 1 else "") + (
+        f", grouped by {result['group_column']}" if result["group_column"] else "") + ", last epoch"
+    if fmt == "csv":
+        buffer = io.StringIO()
+        csv.writer(buffer, lineterminator="\n").writerows([header, *rows])
+        return buffer.getvalue()
+    if fmt == "markdown":
+        lines = [f"*{title}*", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
+    table = Table(title=title, title_justify="left")
+    for i, name in enumerate(header):
+        table.add_column(Text(name), justify="left" if i == 0 else "right")
+    for row in rows:
+        table.add_row(*map(Text, row))
+    return table

@@ -36,10 +36,10 @@ def _read_text(path: Path) -> str:
 
 
 def _resolve_paths(raw: dict[str, Any], base: Path, check_files: bool = True) -> list[Problem]:
-    """Make `data.inputs` and `data.table` absolute (relative to the spec's folder) and check they exist."""
+    """Make `data.inputs`, `data.table` and `data.split_file` absolute (relative to the spec's folder) and check they exist."""
     data = raw.get("data")
     problems = []
-    for key in ("inputs", "table"):
+    for key in ("inputs", "table", "split_file"):
         if not isinstance(data, dict) or not isinstance(data.get(key), str):
             continue
         resolved = Path(os.path.normpath(base / Path(data[key]).expanduser()))

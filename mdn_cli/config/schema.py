@@ -36,6 +36,7 @@ class DataSpec(_Section):
     table: Path = Field(examples=["meta.csv"])
     id_column: str | None = Field(None, examples=["id"])
     split_column: str | None = Field(None, examples=["split"])
+    split_file: Path | None = Field(None, examples=[None])  # CSV of (id_column or `row`, split); overrides split_column (what `--folds` writes)
     val_fraction: float = Field(0.2, gt=0, lt=1, strict=True, examples=[0.2])
     label: str = Field(examples=["label"])
     metadata: list[str] = Field(min_length=1, examples=[["cf"]])
