@@ -20,6 +20,11 @@ def _number(value: Optional[float]) -> str:
     return "—" if value is None else f"{value:.3f}"
 
 
+def _sd(value: Optional[float]) -> str:
+    """`` ± 0.012`` after a mean over folds, nothing otherwise."""
+    return "" if value is None else f" ± {value:.3f}"
+
+
 def _with_interval(value: Optional[float], interval: Optional[list]) -> str:
     """``0.842 [0.811, 0.870]``, or the value alone without an interval."""
     return _number(value) if not interval else f"{_number(value)} [{interval[0]:.3f}, {interval[1]:.3f}]"
@@ -30,6 +35,9 @@ def _metrics(result: dict) -> list[str]:
 
 
 def _title(result: dict) -> str:
+    if result.get("folds"):
+        how = "mean ± sd over the folds" if result.get("overall_sd") else "each fold's model on its own held-out rows"
+        return f"{result['run']} ({len(result['folds'])} folds, {result['checkpoint']}: {how}), split {result['split']}, n = {result['n']}"
     return f"{result['run']} ({result['checkpoint']}, epoch {result['epoch']}), split {result['split']}, n = {result['n']}"
 
 
@@ -37,11 +45,13 @@ def _sections(result: dict) -> list[tuple[str, list[str], list[list[str]]]]:
     """(title, header, rows) of each table: overall, per group, gaps, dcor²."""
     metrics = _metrics(result)
     intervals = result.get("intervals") or {}
-    sections = [("overall", ["metric", "value"], [[name, _with_interval(result["overall"][name], intervals.get(name))] for name in metrics])]
+    sd = result.get("overall_sd") or {}
+    sections = [("overall", ["metric", "value"], [[name, _with_interval(result["overall"][name], intervals.get(name)) + _sd(sd.get(name))] for name in metrics])]
     if result["by_group"]:
         sections.append((
             "per group", ["column", "group", "n", *metrics],
-            [[row["column"], row["group"], str(row["n"]), *(_number(row[name]) for name in metrics)] for row in result["by_group"]],
+            [[row["column"], row["group"], str(row["n"]), *(_number(row[name]) + _sd((row.get("sd") or {}).get(name)) for name in metrics)]
+             for row in result["by_group"]],
         ))  # fmt: skip
         sections.append((
             "largest gap between groups (max - min)", ["column", "metric", "difference", "worst group"],
@@ -49,8 +59,9 @@ def _sections(result: dict) -> list[tuple[str, list[str], list[list[str]]]]:
         ))  # fmt: skip
     if result["dcor"]:
         sections.append((
-            f"dcor² of {result['layer']} with the metadata", ["column", "stratum", "n", "dcor²", "note"],
-            [[row["column"], row["stratum"] or "all", str(row["n"]), _number(row["dcor2"]), row["note"] or ""] for row in result["dcor"]],
+            f"dcor² of {result['layer']} with the metadata", ["column", "stratum", "fold", "n", "dcor²", "note"],
+            [[row["column"], row["stratum"] or "all", str(row.get("fold", "")), str(row["n"]), _number(row["dcor2"]), row["note"] or ""]
+             for row in result["dcor"]],
         ))  # fmt: skip
     matrix = result["overall"].get("confusion_matrix")
     if matrix is not None:

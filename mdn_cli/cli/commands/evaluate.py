@@ -39,26 +39,40 @@ def evaluate(
     Example: mdn evaluate runs/mdn --split test --by cf --bootstrap 1000 --predictions preds.csv
     """
     from mdn_cli.cli.render_evaluate import render_evaluation
+    from mdn_cli.crossval import fold_dirs, is_cv_run
+    from mdn_cli.evaluate import Part, across_folds, row_splits, save_result
     from mdn_cli.evaluate import evaluate as run_evaluation
-    from mdn_cli.evaluate import row_splits, save_result
     from mdn_cli.extract import file_source, split_source
     from mdn_cli.fileio import atomic_path
     from mdn_cli.runs import load_run
 
     if (inputs is None) != (table is None):
         raise MdnError("--inputs and --table go together.", where="--inputs" if inputs is None else "--table", hint="give both for new data, or neither to use --split.")
-    loaded = load_run(run_dir, checkpoint, device.value if device else None)
-    if inputs is not None:
-        source, rows, names = file_source(loaded, inputs, table), inputs.stem, inputs.stem
+    options = dict(by=by or None, bins=bins, layer=layer, n_boot=bootstrap, seed=seed, level=level, batch_size=batch_size)
+    runs = fold_dirs(run_dir) if is_cv_run(run_dir) else [run_dir]
+    loaded_runs = [load_run(path, checkpoint, device.value if device else None) for path in runs]
+    rows = inputs.stem if inputs is not None else split
+    folds = list(range(len(runs))) if len(runs) > 1 else [None]
+
+    def part(loaded, fold):
+        if inputs is not None:
+            return Part(loaded, file_source(loaded, inputs, table), inputs.stem, fold)
+        return Part(loaded, split_source(loaded, split), row_splits(loaded, split), fold)
+
+    if len(runs) > 1 and split == "val" and inputs is None:  # out of fold: each model on its own held-out rows
+        result, predictions_out = run_evaluation([part(loaded, fold) for loaded, fold in zip(loaded_runs, folds)], **options)
+    elif len(runs) > 1:  # every fold's model on the same rows
+        if bootstrap is not None:
+            raise MdnError("--bootstrap on a cross-validation's shared rows is not supported: the folds' spread is the interval.", where="--bootstrap",
+                           hint="leave out --bootstrap (the result is mean ± sd over the folds), or use --split val for out-of-fold predictions.")  # fmt: skip
+        each = [run_evaluation([part(loaded, fold)], **options) for loaded, fold in zip(loaded_runs, folds)]
+        result, predictions_out = across_folds([r for r, _ in each], [p for _, p in each], folds)
     else:
-        source, rows = split_source(loaded, split), split
-        names = row_splits(loaded, split)
-    result, table_out = run_evaluation(loaded, source, names, by=by or None, bins=bins, layer=layer,
-                                       n_boot=bootstrap, seed=seed, level=level, batch_size=batch_size)  # fmt: skip
+        result, predictions_out = run_evaluation([part(loaded_runs[0], None)], **options)
     result["split"] = rows
     if predictions is not None:
         with atomic_path(predictions) as tmp:
-            table_out.to_csv(tmp, index=False)
-    saved = save_result(loaded, result, rows)
+            predictions_out.to_csv(tmp, index=False)
+    saved = save_result(run_dir, result, rows, loaded_runs[0].checkpoint.stem)
     show(render_evaluation(result, fmt.value), output)
     err_console().print(f"kept in {saved}" + (f"; predictions in {predictions}" if predictions else ""), markup=False)
