@@ -245,12 +245,6 @@ def save_result(run_dir: str | Path, result: dict, rows: str, checkpoint: str) -
     return path
 
 
-def saved_results(run_dir: str | Path) -> list[dict]:
-    """The evaluations kept in a run (``RUNDIR/eval/*.json``), in name order."""
-    folder = Path(run_dir) / "eval"
-    return [json.loads(path.read_text()) for path in sorted(folder.glob("*.json"))] if folder.is_dir() else []
-
-
 def row_splits(loaded: LoadedRun, split: str) -> str | list[str]:
     """The split of each row: ``split`` itself, or per row for ``all`` (rows in no split: ``none``)."""
     if split != "all":

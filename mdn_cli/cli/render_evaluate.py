@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from typing import Optional
 
 from rich.console import Group
-from rich.table import Table
 from rich.text import Text
 
+from mdn_cli.cli.render import csv_table, evaluation_rows, markdown_table, rich_table
 from mdn_cli.stats.metrics import METRICS_BY_TASK
 
 _UNGAPPED = ("confusion_matrix",)
@@ -72,21 +70,15 @@ def _sections(result: dict) -> list[tuple[str, list[str], list[list[str]]]]:
 
 def _csv(result: dict) -> str:
     metrics = _metrics(result)
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["column", "group", "n", *metrics])
-    writer.writerow(["", "all", result["n"], *(result["overall"][name] for name in metrics)])
-    for row in result["by_group"]:
-        writer.writerow([row["column"], row["group"], row["n"], *(row[name] for name in metrics)])
-    return buffer.getvalue()
+    rows = [["", "all", result["n"], *(result["overall"][name] for name in metrics)]]
+    rows += [[row["column"], row["group"], row["n"], *(row[name] for name in metrics)] for row in result["by_group"]]
+    return csv_table(["column", "group", "n", *metrics], rows)
 
 
 def _markdown(result: dict) -> str:
     lines = [f"**{_title(result)}**", ""]
     for title, header, rows in _sections(result):
-        lines += [f"*{title}*", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        lines += ["| " + " | ".join(row) + " |" for row in rows]
-        lines.append("")
+        lines += [f"*{title}*", "", markdown_table(header, rows), ""]
     return "\n".join(lines)
 
 
@@ -98,14 +90,7 @@ def render_evaluation(result: dict, fmt: str):
         return _csv(result)
     if fmt == "markdown":
         return _markdown(result)
-    tables = []
-    for title, header, rows in _sections(result):
-        table = Table(title=title, title_justify="left")
-        for i, name in enumerate(header):
-            table.add_column(Text(name), justify="left" if i < 2 else "right")
-        for row in rows:
-            table.add_row(*map(Text, row))  # text as is: group ranges such as [1.37, 2.51) are not markup
-        tables.append(table)
+    tables = [rich_table(title, header, rows, ["left" if i < 2 else "right" for i in range(len(header))]) for title, header, rows in _sections(result)]
     caption = _title(result)
     if result.get("bootstrap"):
         b = result["bootstrap"]
@@ -128,6 +113,11 @@ def _cv_rows(result: dict) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
+def _display(name: str) -> str:
+    """``dcor2[cf|label=0]`` -> ``dcor² cf|label=0`` for the eye (csv keeps the key)."""
+    return name.replace("dcor2[", "dcor² ").rstrip("]") if name.startswith("dcor2[") else name
+
+
 def render_cv(result: dict, fmt: str):
     """A cross-validation: one row per fold (last epoch's val metrics, dcor²) and the mean ± sd over the folds."""
     if fmt == "json":
@@ -135,16 +125,15 @@ def render_cv(result: dict, fmt: str):
     header, rows = _cv_rows(result)
     title = f"{result['folds']}-fold cross-validation" + (f" x {result['repeats']}" if result["repeats"] > 1 else "") + (
         f", grouped by {result['group_column']}" if result["group_column"] else "") + ", last epoch"
-    if fmt == "csv":
-        buffer = io.StringIO()
-        csv.writer(buffer, lineterminator="\n").writerows([header, *rows])
-        return buffer.getvalue()
+    if fmt == "csv":  # numbers as they are: a row per fold, then the mean and the sd
+        names = header[3:]
+        raw = [[fold["fold"], fold["n_train"], fold["n_val"], *(fold["metrics"].get(name) for name in names)] for fold in result["runs"]]
+        raw += [[stat, None, None, *(result["summary"][name][stat] for name in names)] for stat in ("mean", "sd")]
+        return csv_table(header, raw)
+    kept = evaluation_rows(result["evaluations"]) if result.get("evaluations") else None
+    header = [_display(name) for name in header]
     if fmt == "markdown":
-        lines = [f"*{title}*", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
-    table = Table(title=title, title_justify="left")
-    for i, name in enumerate(header):
-        table.add_column(Text(name), justify="left" if i == 0 else "right")
-    for row in rows:
-        table.add_row(*map(Text, row))
-    return table
+        text = f"*{title}*\n\n" + markdown_table(header, rows)
+        return text + (f"\n\n*evaluations (mdn evaluate)*\n\n" + markdown_table(kept[0], kept[1:]) if kept else "")
+    table = rich_table(title, header, rows, ["left"] + ["right"] * (len(header) - 1))
+    return Group(table, rich_table("evaluations (mdn evaluate)", kept[0], kept[1:])) if kept else table
