@@ -176,6 +176,7 @@ def evaluate(
         "epoch": int(first.state.get("epoch", -1)) if len(parts) == 1 else None,
         "split": parts[0].split if isinstance(parts[0].split, str) else "all",
         "task": task,
+        "classes": list(first.state["classes"]),
         "n": len(table),
         "overall": overall.values,
         "undefined": overall.undefined,
@@ -215,7 +216,7 @@ def across_folds(results: Sequence[dict], predictions: Sequence[pd.DataFrame], f
         by_group.append({"column": row["column"], "group": row["group"], "n": row["n"],
                          **{name: mean for name, (mean, _) in stats.items()}, "sd": {name: sd for name, (_, sd) in stats.items()}})  # fmt: skip
     result = {
-        **{key: first[key] for key in ("run", "split", "task", "n", "by", "layer")},
+        **{key: first[key] for key in ("run", "split", "task", "classes", "n", "by", "layer")},
         "run": str(Path(first["run"]).parent),
         "checkpoint": Path(first["checkpoint"]).stem,
         "epoch": None,

@@ -56,15 +56,17 @@ def _sections(result: dict) -> list[tuple[str, list[str], list[list[str]]]]:
             [[gap["column"], gap["metric"], _with_interval(gap["difference"], gap.get("interval")), gap["worst_group"] or "—"] for gap in result["gaps"]],
         ))  # fmt: skip
     if result["dcor"]:
+        by_fold = any("fold" in row for row in result["dcor"])
         sections.append((
-            f"dcor² of {result['layer']} with the metadata", ["column", "stratum", "fold", "n", "dcor²", "note"],
-            [[row["column"], row["stratum"] or "all", str(row.get("fold", "")), str(row["n"]), _number(row["dcor2"]), row["note"] or ""]
+            f"dcor² of {result['layer']} with the metadata", ["column", "stratum", *["fold"] * by_fold, "n", "dcor²", "note"],
+            [[row["column"], row["stratum"] or "all", *[str(row.get("fold"))] * by_fold, str(row["n"]), _number(row["dcor2"]), row["note"] or ""]
              for row in result["dcor"]],
         ))  # fmt: skip
     matrix = result["overall"].get("confusion_matrix")
     if matrix is not None:
-        sections.append(("confusion matrix (rows: true class, columns: predicted)", ["", *map(str, range(len(matrix)))],
-                         [[str(i), *map(str, row)] for i, row in enumerate(matrix)]))  # fmt: skip
+        classes = list(map(str, result.get("classes") or range(len(matrix))))
+        sections.append(("confusion matrix (rows: true class, columns: predicted)", ["", *classes],
+                         [[name, *map(str, row)] for name, row in zip(classes, matrix)]))  # fmt: skip
     return sections
 
 

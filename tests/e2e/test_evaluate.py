@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from sklearn import metrics as skm
 
-from helpers import make_small_data, mdn, ok, write_spec
+from helpers import SMALL_MDN, make_small_data, mdn, ok, write_spec
 
 
 @pytest.fixture(scope="module")
@@ -157,3 +157,40 @@ def test_a_column_with_one_group_and_a_split_with_no_rows(run, tmp_path):
     empty = mdn("evaluate", tmp_path / "nosplit", "--split", "test")
     assert empty.returncode == 2 and "no 'test' rows" in empty.stderr
     assert not (tmp_path / "nosplit" / "eval").exists()
+
+
+@pytest.mark.parametrize("task", ["multiclass", "regression"])
+def test_multiclass_and_regression_recompute_from_the_predictions(run, task):
+    table = pd.read_csv(run / "meta.csv")
+    table["k3"] = pd.qcut(table["mf"], 3, labels=["a", "b", "c"]).astype(str)
+    table.to_csv(run / "meta3.csv", index=False)
+    layers = [dict(layer) for layer in SMALL_MDN]
+    if task == "multiclass":
+        layers[-1] = {"type": "linear", "out_features": 3, "name": "out"}
+        spec = write_spec(run, "multi.yaml", layers=layers, epochs=1, data={"table": "meta3.csv", "label": "k3"},
+                          mdn={"preserve": ["k3"]}, train={"task": "multiclass"})  # fmt: skip
+    else:
+        spec = write_spec(run, "reg.yaml", epochs=1, data={"label": "mf"}, mdn={"preserve": []}, train={"task": "regression"})
+    ok("train", spec, "-o", run / task, "-q")
+    result = json.loads(ok("evaluate", run / task, "--format", "json", "--predictions", run / f"{task}.csv").stdout)
+    preds = pd.read_csv(run / f"{task}.csv")
+    if task == "multiclass":
+        probabilities = preds[["p_a", "p_b", "p_c"]].to_numpy()
+        predicted = np.array(["a", "b", "c"])[probabilities.argmax(axis=1)]
+        assert (preds["predicted"] == predicted).all() and result["classes"] == ["a", "b", "c"]
+        expected = {
+            "accuracy": skm.accuracy_score(preds["label"], predicted),
+            "balanced_accuracy": skm.balanced_accuracy_score(preds["label"], predicted),
+            "macro_f1": skm.f1_score(preds["label"], predicted, average="macro"),
+            "log_loss": skm.log_loss(preds["label"], probabilities, labels=["a", "b", "c"]),
+        }
+        assert result["overall"]["confusion_matrix"] == skm.confusion_matrix(preds["label"], predicted, labels=["a", "b", "c"]).tolist()
+    else:
+        expected = {
+            "mae": skm.mean_absolute_error(preds["label"], preds["prediction"]),
+            "rmse": np.sqrt(skm.mean_squared_error(preds["label"], preds["prediction"])),
+            "r2": skm.r2_score(preds["label"], preds["prediction"]),
+            "pearson_r": np.corrcoef(preds["label"], preds["prediction"])[0, 1],
+        }
+        assert {row["stratum"] for row in result["dcor"]} == {None}  # no classes to stratify by
+    assert_metrics(result["overall"], expected)
