@@ -170,6 +170,8 @@ def evaluate(
     if intervals is not None:
         by_key = {(gap["column"], gap["metric"]): gap for gap in intervals["gaps"]}
         gap_rows = [{**gap, "interval": _pair(by_key[gap["column"], gap["metric"]])} for gap in gap_rows]
+        for row in by_group:
+            row["intervals"] = {g["metric"]: _pair(g) for g in intervals["groups"] if (g["column"], g["group"]) == (row["column"], row["group"])}
     result = {
         "run": str(first.run_dir if len(parts) == 1 else first.run_dir.parent),
         "checkpoint": str(first.checkpoint) if len(parts) == 1 else first.checkpoint.stem,

@@ -48,7 +48,8 @@ def _sections(result: dict) -> list[tuple[str, list[str], list[list[str]]]]:
     if result["by_group"]:
         sections.append((
             "per group", ["column", "group", "n", *metrics],
-            [[row["column"], row["group"], str(row["n"]), *(_number(row[name]) + _sd((row.get("sd") or {}).get(name)) for name in metrics)]
+            [[row["column"], row["group"], str(row["n"]),
+              *(_with_interval(row[name], (row.get("intervals") or {}).get(name)) + _sd((row.get("sd") or {}).get(name)) for name in metrics)]
              for row in result["by_group"]],
         ))  # fmt: skip
         sections.append((

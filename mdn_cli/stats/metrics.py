@@ -445,7 +445,9 @@ def bootstrap_intervals(
     group that has it on the original rows (a group can go undrawn): a gap always compares the
     same groups. ``n_used`` counts the replicates behind each interval (low/high None at 0).
     Returns ``{"n_boot", "seed", "level", "method", "resampling", "overall": {metric: {"estimate",
-    "low", "high", "n_used"}}, "gaps": [{"column", "metric", "difference", "low", "high", "n_used"}]}``.
+    "low", "high", "n_used"}}, "gaps": [{"column", "metric", "difference", "low", "high", "n_used"}],
+    "groups": [{"column", "group", "metric", "estimate", "low", "high", "n_used"}]}``: every metric of
+    every group too, from the same replicates.
     """
     if isinstance(n_boot, bool) or not isinstance(n_boot, (int, np.integer)) or n_boot < 1:
         raise MetricsInputError(f"n_boot must be a whole number of at least 1 (got {n_boot!r}).")
@@ -462,6 +464,7 @@ def bootstrap_intervals(
     compute = _BY_TASK[task]
     overall: dict[str, list[np.ndarray]] = {name: [] for name in names}
     gapped: dict[tuple[str, str], list[np.ndarray]] = {(gap["column"], gap["metric"]): [] for gap in point_gaps}
+    grouped: dict[tuple[str, str, str], list[np.ndarray]] = {key: [] for key in had}
     rng = np.random.default_rng(seed)
     per_chunk = max(1, _WEIGHTS_PER_CHUNK // len(y))
     for start in range(0, n_boot, per_chunk):
@@ -472,6 +475,9 @@ def bootstrap_intervals(
             overall[name].append(replicate[name])
         for column in columns:
             by_group = {group: compute(y[mask], s[mask], w[:, mask]) for group, mask in column.masks.items()}
+            for group, replicate_of_group in by_group.items():
+                for name in names:
+                    grouped[column.name, group, name].append(replicate_of_group[name])
             for name in names:
                 compared = [by_group[group][name] for group in by_group if had[column.name, group, name]]
                 if len(compared) >= 2:
@@ -491,5 +497,10 @@ def bootstrap_intervals(
             {"column": gap["column"], "metric": gap["metric"], "difference": gap["difference"],
              **_interval(gapped[gap["column"], gap["metric"]], level)}
             for gap in point_gaps
+        ],
+        "groups": [
+            {"column": row["column"], "group": row["group"], "metric": name, "estimate": row[name],
+             **_interval(grouped[row["column"], row["group"], name], level)}
+            for row in point_rows for name in names
         ],
     }

@@ -93,6 +93,9 @@ def test_intervals_bracket_the_estimates(evaluated):
     for name, (low, high) in result["intervals"].items():
         assert low <= result["overall"][name] <= high, name
     assert all(gap["interval"][0] <= gap["interval"][1] for gap in result["gaps"])
+    for row in result["by_group"]:
+        assert set(row["intervals"]) == set(result["intervals"])
+        assert all(row[name] is None or low <= high for name, (low, high) in row["intervals"].items() if low is not None)
 
 
 def test_dcor_is_the_audits_result_on_the_same_features(run, evaluated):
