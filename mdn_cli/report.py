@@ -136,14 +136,15 @@ def run_detail(record: RunRecord) -> dict:
 
 
 def evaluations(run_dir: str | Path) -> list[dict]:
-    """The `mdn evaluate` results kept in a run (``RUNDIR/eval/*.json``), in brief: rows, checkpoint, overall metrics."""
+    """The `mdn evaluate` results kept in a run (``RUNDIR/eval/*.json``): rows, checkpoint, overall and per-group metrics."""
     folder = Path(run_dir) / "eval"
     out = []
     for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
         result = read_json(path, hint="rerun `mdn evaluate` to rewrite it.")
         overall = {name: value for name, value in result["overall"].items() if not isinstance(value, list)}
-        out.append({"file": path.name, "split": result["split"], "checkpoint": result["checkpoint"], "n": result["n"],
-                    "overall": overall, "intervals": result.get("intervals") or {}, "sd": result.get("overall_sd") or {}})  # fmt: skip
+        out.append({"file": path.name, "split": result["split"], "checkpoint": result["checkpoint"], "n": result["n"], "task": result["task"],
+                    "overall": overall, "intervals": result.get("intervals") or {}, "sd": result.get("overall_sd") or {},
+                    "by_group": result.get("by_group") or []})  # fmt: skip
     return out
 
 

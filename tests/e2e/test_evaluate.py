@@ -95,7 +95,7 @@ def test_intervals_bracket_the_estimates(evaluated):
     assert all(gap["interval"][0] <= gap["interval"][1] for gap in result["gaps"])
     for row in result["by_group"]:
         assert set(row["intervals"]) == set(result["intervals"])
-        assert all(row[name] is None or low <= high for name, (low, high) in row["intervals"].items() if low is not None)
+        assert all(low <= high for low, high in filter(None, row["intervals"].values()))
 
 
 def test_dcor_is_the_audits_result_on_the_same_features(run, evaluated):
@@ -197,3 +197,13 @@ def test_multiclass_and_regression_recompute_from_the_predictions(run, task):
         }
         assert {row["stratum"] for row in result["dcor"]} == {None}  # no classes to stratify by
     assert_metrics(result["overall"], expected)
+
+
+def test_report_shows_kept_evaluations_and_draws_their_groups(run, evaluated, tmp_path):
+    result, _ = evaluated
+    detail = json.loads(ok("report", run / "run", "--format", "json").stdout)
+    kept = {e["file"]: e for e in detail["evaluations"]}
+    assert kept["all-best.json"]["overall"] == result["overall"]
+    assert "val_balanced_acc" in ok("report", run / "run", "--format", "markdown").stdout
+    ok("report", run / "run", "--plot", tmp_path / "groups.png", "-o", tmp_path / "report.txt")
+    assert (tmp_path / "groups.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
