@@ -23,7 +23,14 @@ from mdn_cli.extract import Source
 from mdn_cli.fileio import atomic_write_text
 from mdn_cli.nn import metadata
 from mdn_cli.runs import LoadedRun
-from mdn_cli.stats.metrics import MetricsInputError, bootstrap_intervals, gaps, group_table, overall_metrics, quantile_groups
+from mdn_cli.stats.metrics import (
+    MetricsInputError,
+    bootstrap_intervals,
+    gaps,
+    group_table,
+    overall_metrics,
+    quantile_groups,
+)
 
 
 def predict(loaded: LoadedRun, source: Source, layer: Optional[str], batch_size: Optional[int] = None) -> tuple[np.ndarray, Optional[np.ndarray]]:

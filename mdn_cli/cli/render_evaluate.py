@@ -137,6 +137,6 @@ def render_cv(result: dict, fmt: str):
     header = [_display(name) for name in header]
     if fmt == "markdown":
         text = f"*{title}*\n\n" + markdown_table(header, rows)
-        return text + (f"\n\n*evaluations (mdn evaluate)*\n\n" + markdown_table(kept[0], kept[1:]) if kept else "")
+        return text + ("\n\n*evaluations (mdn evaluate)*\n\n" + markdown_table(kept[0], kept[1:]) if kept else "")
     table = rich_table(title, header, rows, ["left"] + ["right"] * (len(header) - 1))
     return Group(table, rich_table("evaluations (mdn evaluate)", kept[0], kept[1:])) if kept else table

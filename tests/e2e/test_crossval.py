@@ -11,7 +11,7 @@ import pytest
 import torch
 from sklearn import metrics as skm
 
-from helpers import make_small_data, mdn, ok, write_spec
+from tests.helpers import make_small_data, mdn, ok, write_spec
 
 K = 3
 

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from sklearn import metrics as skm
 
-from helpers import SMALL_MDN, make_small_data, mdn, ok, write_spec
+from tests.helpers import SMALL_MDN, make_small_data, mdn, ok, write_spec
 
 
 @pytest.fixture(scope="module")

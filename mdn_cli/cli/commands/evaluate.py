@@ -50,6 +50,9 @@ def evaluate(
         raise MdnError("--inputs and --table go together.", where="--inputs" if inputs is None else "--table", hint="give both for new data, or neither to use --split.")
     options = dict(by=by or None, bins=bins, layer=layer, n_boot=bootstrap, seed=seed, level=level, batch_size=batch_size)
     runs = fold_dirs(run_dir) if is_cv_run(run_dir) else [run_dir]
+    if len(runs) > 1 and split == "train" and inputs is None:
+        raise MdnError("each fold of a cross-validation has its own training rows.", where="--split",
+                       hint=f"use val (out of fold), test or all, or evaluate one fold's run ({run_dir}/fold-0).")  # fmt: skip
     loaded_runs = [load_run(path, checkpoint, device.value if device else None) for path in runs]
     rows = inputs.stem if inputs is not None else split
     folds = list(range(len(runs))) if len(runs) > 1 else [None]
@@ -69,7 +72,6 @@ def evaluate(
         result, predictions_out = across_folds([r for r, _ in each], [p for _, p in each], folds)
     else:
         result, predictions_out = run_evaluation([part(loaded_runs[0], None)], **options)
-    result["split"] = rows
     if predictions is not None:
         with atomic_path(predictions) as tmp:
             predictions_out.to_csv(tmp, index=False)
