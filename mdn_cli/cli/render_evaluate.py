@@ -117,8 +117,11 @@ def _cv_rows(result: dict) -> tuple[list[str], list[list[str]]]:
 
 
 def _display(name: str) -> str:
-    """``dcor2[cf|label=0]`` -> ``dcor² cf|label=0`` for the eye (csv keeps the key)."""
-    return name.replace("dcor2[", "dcor² ").rstrip("]") if name.startswith("dcor2[") else name
+    """``dcor2[cf|label=0]`` -> ``dcor² cf, label=0`` (``|`` would split a markdown cell; csv keeps the key)."""
+    if not name.startswith("dcor2["):
+        return name
+    column, stratum = name[len("dcor2["):-1].split("|", 1)
+    return f"dcor² {column}, {'pooled' if stratum == 'all' else stratum}"
 
 
 def render_cv(result: dict, fmt: str):
