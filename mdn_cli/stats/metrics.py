@@ -149,7 +149,8 @@ def _prepare(task: str, y_true, score, classes: Optional[Sequence]) -> tuple[np.
             "multiclass scores must be probabilities: non-negative, each row summing to 1 "
             f"(row sums range {sums.min():.4g}..{sums.max():.4g}); apply a softmax to logits first."
         )
-    return _class_codes(y_true, score.shape[1], classes), score
+    # rows within the tolerance (float32 softmax) made to sum to 1 exactly, as sklearn's log_loss expects
+    return _class_codes(y_true, score.shape[1], classes), score / sums[:, None]
 
 
 # ----------------------------------------------------------------------------------------------

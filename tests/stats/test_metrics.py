@@ -433,3 +433,10 @@ def test_group_intervals_are_percentiles_of_sklearn_on_the_resampled_group_rows(
             interval = next(g for g in result["groups"] if (g["column"], g["group"], g["metric"]) == ("site", group, metric))
             assert [interval["low"], interval["high"]] == pytest.approx(np.quantile(values, [0.025, 0.975]))
             assert interval["n_used"] == n_boot and interval["estimate"] is not None
+
+
+def test_float32_softmax_rows_are_accepted_and_renormalised(rng):
+    y, p = multiclass_data(rng, 50)
+    p32 = p.astype(np.float32).astype(np.float64) * (1 + 3e-7)  # rows summing to 1 only to float32 precision
+    exact = p32 / p32.sum(axis=1, keepdims=True)
+    assert overall_metrics("multiclass", y, p32).values["log_loss"] == pytest.approx(skm.log_loss(y, exact, labels=[0, 1, 2]))
