@@ -73,7 +73,7 @@ class RunRecord:
 
 def metric_row(metrics: dict) -> dict:
     """An epoch's metrics flat: accuracy, losses, and ``dcor2[column|stratum]``."""
-    row = {key: metrics[key] for key in ("val_acc", "val_loss", "train_loss") if key in metrics}
+    row = {key: metrics[key] for key in ("val_acc", "val_balanced_acc", "val_auc", "val_loss", "train_loss") if key in metrics}
     for column, values in (metrics.get("dcor2") or {}).items():
         for stratum, value in values.items():
             row[f"dcor2[{column}|{stratum}]"] = value
@@ -131,7 +131,21 @@ def run_detail(record: RunRecord) -> dict:
         "last": record.epoch("last"),
         "epochs": [m.get("epoch") for m in record.history],
         "dcor2_per_epoch": record.dcor_history(),
+        "evaluations": evaluations(record.summary.get("run_dir", "")),
     }
+
+
+def evaluations(run_dir: str | Path) -> list[dict]:
+    """The `mdn evaluate` results kept in a run (``RUNDIR/eval/*.json``): rows, checkpoint, overall and per-group metrics."""
+    folder = Path(run_dir) / "eval"
+    out = []
+    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        result = read_json(path, hint="rerun `mdn evaluate` to rewrite it.")
+        overall = {name: value for name, value in result["overall"].items() if not isinstance(value, list)}
+        out.append({"file": path.name, "split": result["split"], "checkpoint": result["checkpoint"], "n": result["n"], "task": result["task"],
+                    "overall": overall, "intervals": result.get("intervals") or {}, "sd": result.get("overall_sd") or {},
+                    "by_group": result.get("by_group") or []})  # fmt: skip
+    return out
 
 
 def load_audit(path: str | Path) -> dict:

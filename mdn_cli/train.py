@@ -29,6 +29,7 @@ from mdn_cli.models import Network, build_network
 from mdn_cli.nn import CollinearDesignError, fit_gram, mdn_penalty, metadata, metadata_norm_layers, penalty_parameters, set_sync
 from mdn_cli.runs import CHECKPOINT_FORMAT, check_run_dir, load_checkpoint, save_checkpoint
 from mdn_cli.training_options import autocast, balanced_class_weights, check_precision, grad_scaler, make_scheduler, weighted_loss
+from mdn_cli.stats.metrics import overall_metrics
 
 Progress = Callable[..., None]
 
@@ -88,6 +89,16 @@ def _correct(task: str, out: torch.Tensor, y: torch.Tensor) -> int:
     return int(((out[:, 0] > 0).float() == y).sum())
 
 
+def _ranked_metrics(task: str, out: torch.Tensor, targets: torch.Tensor, split: str) -> dict:
+    """Balanced accuracy (and ROC AUC for binary) of a split, from stats.metrics (scikit-learn); None when undefined."""
+    score = torch.softmax(out, dim=1) if task == "multiclass" else torch.sigmoid(out[:, 0])
+    values = overall_metrics(task, targets.long().numpy(), score.numpy()).values
+    metrics = {f"{split}_balanced_acc": values["balanced_accuracy"]}
+    if task == "binary":
+        metrics[f"{split}_auc"] = values["roc_auc"]
+    return metrics
+
+
 def _optimizer(spec: Spec, params) -> torch.optim.Optimizer:
     t = spec.train
     if t.optimizer == "sgd":
@@ -108,6 +119,7 @@ def evaluate(run: Run, split: str, capture: str | None = None, batch_size: int |
         )
     network.eval()
     total_loss, correct, n = 0.0, 0, 0
+    outputs: list[torch.Tensor] = []
     try:
         with torch.no_grad():
             for _rows, x, design, y in run.data.batches(split, batch_size or run.spec.train.batch_size):
@@ -117,6 +129,7 @@ def evaluate(run: Run, split: str, capture: str | None = None, batch_size: int |
                 total_loss += float(loss_fn(out, y)) * len(y)
                 if task != "regression":
                     correct += _correct(task, out, y)
+                    outputs.append(out.detach().double().cpu())
                 n += len(y)
     finally:
         if handle is not None:
@@ -125,6 +138,7 @@ def evaluate(run: Run, split: str, capture: str | None = None, batch_size: int |
     metrics = {f"{split}_loss": total_loss / n}
     if task != "regression":
         metrics[f"{split}_acc"] = correct / n
+        metrics.update(_ranked_metrics(task, torch.cat(outputs), run.data.targets[run.data.splits[split]], split))
     features = torch.cat(captured).numpy() if captured else None
     return metrics, features
 
@@ -360,6 +374,8 @@ class Trainer:
             raise MdnError(f"train.select is {key!r}, which this task does not report.", where="train.select", hint="use val_loss for regression.")
         if self.best is None:
             return True
+        if metrics[key] is None or self.best[key] is None:  # undefined (val AUC with one class): a defined value wins
+            return self.best[key] is None and metrics[key] is not None
         return metrics[key] < self.best[key] if key.endswith("loss") else metrics[key] > self.best[key]
 
     def summary(self) -> dict:

@@ -24,7 +24,8 @@ ALLOWED = {
     "__init__": set(),
 }
 # the workflows may import every building block and each other, never the cli
-WORKFLOWS = {"models", "train", "finetune", "training_options", "audit", "extract", "layers", "refit", "residualize", "report", "runs", "distributed", "pack"}
+WORKFLOWS = {"models", "train", "finetune", "training_options", "audit", "extract", "layers", "refit", "residualize", "report", "runs",
+             "distributed", "pack", "evaluate", "crossval"}
 TERMINAL = {"typer", "rich"}
 
 

@@ -13,7 +13,7 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from mdn_cli.errors import MdnError  # noqa: E402
 from mdn_cli.fileio import atomic_path  # noqa: E402
-from mdn_cli.report import RunRecord  # noqa: E402
+from mdn_cli.report import RunRecord, evaluations  # noqa: E402
 
 FORMATS = (".png", ".pdf", ".svg")
 STRATUM_STYLES = ("-", "--", ":", "-.")
@@ -40,7 +40,8 @@ def plot_report(records: Sequence[RunRecord], path: str | Path, audits: Sequence
     path = check_plot_path(path)
     columns = list(dict.fromkeys(c for r in records for c in r.dcor_history()))
     has_acc = any("val_acc" in m for r in records for m in r.history)
-    panels = ((["acc"] if has_acc else ["loss"]) if records else []) + [("dcor", c) for c in columns] + [("audit", a) for a in audits]
+    kept = [("eval", record.name, e) for record in records for e in evaluations(record.summary.get("run_dir", "")) if e["by_group"]]
+    panels = ((["acc"] if has_acc else ["loss"]) if records else []) + [("dcor", c) for c in columns] + [("audit", a) for a in audits] + kept
     ncols = len(panels) if len(panels) <= 3 else -(-len(panels) // 2)  # more than three: two rows
     nrows = -(-len(panels) // ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(max(4.8 * ncols, 5.5), 4.2 * nrows), squeeze=False)
@@ -67,6 +68,8 @@ def plot_report(records: Sequence[RunRecord], path: str | Path, audits: Sequence
             ax.axhline(0, color="grey", lw=0.6)
             monitor = next((r.summary.get("monitor") for r in records if r.summary.get("monitor")), None)
             ax.set(xlabel="epoch", ylabel="dcor² (bias-corrected)", title=f"dcor² of {monitor or 'features'} with {column}")
+        elif panel[0] == "eval":
+            _evaluation_bars(ax, panel[1], panel[2], colours)
         else:
             _audit_bars(ax, panel[1], colours)
         if panel == "acc" or panel == "loss" or panel[0] == "dcor":
@@ -106,3 +109,22 @@ def _audit_bars(ax, audit: dict, colours: list[str]) -> None:
     n = audit.get("n")
     ax.set(xlabel="metadata column", ylabel="dcor² (bias-corrected)", title=f"audit: {audit.get('name', '')}" + (f" (n={n})" if n else ""))
     ax.margins(y=0.2)
+
+
+def _evaluation_bars(ax, run: str, evaluation: dict, colours: list[str]) -> None:
+    """A kept `mdn evaluate` result: the headline metric per group, one colour per --by column,
+    with its bootstrap interval (or ± sd over folds) as an error bar."""
+    metric = "mae" if evaluation["task"] == "regression" else "balanced_accuracy"
+    rows = evaluation["by_group"]
+    columns = list(dict.fromkeys(row["column"] for row in rows))
+    for x, row in enumerate(rows):
+        value = row.get(metric)
+        if value is None:
+            continue
+        interval, sd = (row.get("intervals") or {}).get(metric), (row.get("sd") or {}).get(metric)
+        error = [[value - interval[0]], [interval[1] - value]] if interval else ([[sd], [sd]] if sd is not None else None)
+        ax.bar(x, value, 0.8, yerr=error, capsize=3, color=colours[columns.index(row["column"]) % len(colours)])
+    ax.set_xticks(range(len(rows)), [f"{row['column']} {row['group']}" for row in rows], rotation=45, ha="right", fontsize=7)
+    if metric in evaluation["overall"] and evaluation["overall"][metric] is not None:
+        ax.axhline(evaluation["overall"][metric], color="grey", lw=0.8, ls="--", label="overall")
+    ax.set(ylabel=metric.replace("_", " "), title=f"{run}: {evaluation['split']} ({Path(str(evaluation['checkpoint'])).stem}), per group")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from pathlib import Path
 
 from rich.table import Table
 from rich.text import Text
@@ -94,8 +95,22 @@ def sparkline(values: list) -> str:
 
 
 def _metric_rows(detail: dict) -> list[list[str]]:
-    keys = [k for k in ("epoch", "train_loss", "val_loss", "val_acc", "seconds") if any(k in (detail[w] or {}) for w in ("best", "last"))]
+    keys = [k for k in ("epoch", "train_loss", "val_loss", "val_acc", "val_balanced_acc", "val_auc", "seconds") if any(k in (detail[w] or {}) for w in ("best", "last"))]
     return [["", *keys]] + [[which, *(cell((detail[which] or {}).get(k)) for k in keys)] for which in ("best", "last")]
+
+
+def evaluation_rows(evaluations: list[dict]) -> list[list[str]]:
+    """One row per kept evaluation: its rows, checkpoint, n and overall metrics (with interval or ± sd)."""
+    names = list(dict.fromkeys(name for e in evaluations for name in e["overall"]))
+    rows = [["file", "split", "checkpoint", "n", *names]]
+    for e in evaluations:
+        cells = []
+        for name in names:
+            value, interval, sd = e["overall"].get(name), e["intervals"].get(name), e["sd"].get(name)
+            text = "n/a" if value is None else f"{value:.3f}"
+            cells.append(text + (f" [{interval[0]:.3f}, {interval[1]:.3f}]" if interval else "") + (f" ± {sd:.3f}" if sd is not None else ""))
+        rows.append([e["file"], e["split"], Path(str(e["checkpoint"])).stem, str(e["n"]), *cells])
+    return rows
 
 
 def _dcor_rows(detail: dict) -> list[list[str]]:
@@ -131,6 +146,8 @@ def render_detail(record: RunRecord, fmt: str = "table"):
             row.pop("epochs", None)
         return records_csv(rows)
     sections = [("spec", [["key", "value"], *_spec_rows(detail["spec"])]), ("metrics", _metric_rows(detail)), ("dcor² of the monitored layer", _dcor_rows(detail))]
+    if detail["evaluations"]:
+        sections.append(("evaluations (mdn evaluate)", evaluation_rows(detail["evaluations"])))
     if fmt == "markdown":
         parts = [f"## Run {record.name}"]
         for title, rows in sections:

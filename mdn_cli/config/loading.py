@@ -36,7 +36,7 @@ def _read_text(path: Path) -> str:
 
 
 def _resolve_paths(raw: dict[str, Any], base: Path, check_files: bool = True) -> list[Problem]:
-    """Make `data.inputs`, `data.table` and `data.root` absolute (relative to the spec's folder) and check they exist."""
+    """Make `data.inputs`, `data.table`, `data.split_file` and `data.root` absolute (relative to the spec's folder) and check they exist."""
     data = raw.get("data")
     problems = []
     if isinstance(data, dict) and isinstance(data.get("root"), str):
@@ -44,7 +44,7 @@ def _resolve_paths(raw: dict[str, Any], base: Path, check_files: bool = True) ->
         data["root"] = str(root)
         if check_files and not root.is_dir():
             problems.append((("data", "root"), f"folder not found: {root}", f"paths are relative to the spec file's folder ({base})."))
-    for key in ("inputs", "table"):
+    for key in ("inputs", "table", "split_file"):
         if not isinstance(data, dict) or not isinstance(data.get(key), str):
             continue
         resolved = Path(os.path.normpath(base / Path(data[key]).expanduser()))

@@ -41,6 +41,7 @@ class DataSpec(_Section):
     table: Path = Field(examples=["meta.csv"])
     id_column: str | None = Field(None, examples=["id"])
     split_column: str | None = Field(None, examples=["split"])
+    split_file: Path | None = Field(None, examples=[None])  # CSV of (id_column or `row`, split); overrides split_column (what `--folds` writes)
     val_fraction: float = Field(0.2, gt=0, lt=1, strict=True, examples=[0.2])
     label: str = Field(examples=["label"])
     metadata: list[str] = Field(min_length=1, examples=[["cf"]])
@@ -233,7 +234,7 @@ class TrainSpec(_Section):
     weight_decay: float = Field(0.0, ge=0, strict=True, examples=[0.0])
     seed: int = Field(0, ge=0, strict=True, examples=[0])
     monitor: Annotated[str, Field(pattern=_DOTTED)] | None = Field(None, examples=["fc1"])
-    select: Literal["val_loss", "val_acc"] = Field("val_loss", examples=["val_loss"])
+    select: Literal["val_loss", "val_acc", "val_balanced_acc", "val_auc"] = Field("val_loss", examples=["val_loss"])
     dcor_max_samples: Annotated[int, Field(ge=4, strict=True)] | None = Field(None, examples=[2000])
     device: Literal["auto", "cpu", "cuda"] = Field("auto", examples=["auto"])
     freeze: list[Annotated[str, Field(pattern=_DOTTED)]] = Field(default_factory=list, examples=[["layer1", "layer2"]])
@@ -248,8 +249,10 @@ class TrainSpec(_Section):
 
     @model_validator(mode="after")
     def _select_fits_task(self) -> TrainSpec:
-        if self.select == "val_acc" and self.task == "regression":
-            raise fail((("select",), "val_acc needs a classification task", "use `select: val_loss` for regression."))
+        if self.select != "val_loss" and self.task == "regression":
+            raise fail((("select",), f"{self.select} needs a classification task", "use `select: val_loss` for regression."))
+        if self.select == "val_auc" and self.task != "binary":
+            raise fail((("select",), "val_auc is recorded for the binary task only", "use val_balanced_acc or val_loss."))
         return self
 
     @field_validator("precision", mode="before")

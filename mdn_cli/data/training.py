@@ -78,7 +78,10 @@ def load_training_data(spec, seed: int, pin_memory: bool = False) -> TrainingDat
         nan_rows = np.flatnonzero(table[column].isna().to_numpy())
         if len(nan_rows):
             raise MdnError(f"column {column!r} is empty in {len(nan_rows)} row(s) (ids/rows {listing(row_names(table, nan_rows, d.id_column))}).", where=d.table, hint="fill or drop those rows; training needs every value.")
-    splits = _splits(table, d.split_column, d.val_fraction, seed, d.table)
+    if d.split_file is not None:
+        splits = _splits(read_split_file(d.split_file, table, d.id_column), "split", d.val_fraction, seed, str(d.split_file))
+    else:
+        splits = _splits(table, d.split_column, d.val_fraction, seed, d.table)
     if d.path_column is None:
         inputs = H5Provider(h5, transform, augment, spec.train.seed)
     else:
@@ -90,6 +93,27 @@ def load_training_data(spec, seed: int, pin_memory: bool = False) -> TrainingDat
     design = DesignMatrix(d.metadata, spec.mdn.preserve, categorical).fit(table.iloc[splits["train"]])
     design_rows = torch.from_numpy(design.transform(table).astype(np.float32))
     return TrainingData(inputs, table, targets, classes, design, design_rows, splits)
+
+
+def read_split_file(path, table: pd.DataFrame, id_column: str | None) -> pd.DataFrame:
+    """Each table row's split from a CSV of (the id column, or `row`: the row's position, and `split`).
+
+    How `mdn train --folds` gives every fold its rows: the file sits in the fold's run directory,
+    so the fold's splits are what every later command (extract, refit, evaluate) sees.
+    """
+    assignment = read_table(path, id_column)
+    key = id_column if id_column is not None else "row"
+    for column in (key, "split"):
+        if column not in assignment.columns:
+            raise MdnError(f"no column {column!r}.", where=str(path), hint=f"a split file has the columns {key} and split.")
+    keys = table[id_column].astype(str) if id_column is not None else pd.Series(np.arange(len(table))).astype(str)
+    split = assignment.set_index(assignment[key].astype(str))["split"]
+    if not split.index.is_unique:
+        raise MdnError(f"{key} values appear more than once.", where=str(path), hint="give each row one split.")
+    missing = ~keys.isin(split.index)
+    if missing.any():
+        raise MdnError(f"{int(missing.sum())} rows of the table have no split (e.g. {listing(keys[missing].tolist())}).", where=str(path), hint="list every row of the table.")
+    return pd.DataFrame({"split": split.loc[keys].to_numpy()})
 
 
 def _splits(table: pd.DataFrame, split_column: str | None, val_fraction: float, seed: int, table_name: str) -> dict[str, np.ndarray]:

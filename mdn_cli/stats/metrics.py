@@ -1,23 +1,26 @@
 """Prediction metrics, overall and per metadata group, with their gaps and bootstrap intervals.
 
-Pure (numpy and pandas: no files, no torch, nothing of mdn_cli) so `mdn evaluate` and
-cross-validation share it and the CLI layer adds file and option names to the errors.
+Pure (numpy, pandas and scikit-learn: no files, no torch, nothing of mdn_cli) so `mdn evaluate`,
+training and cross-validation share it and the CLI layer adds file and option names to the errors.
 
-Every metric follows scikit-learn's definition (the tests compare with ``sklearn.metrics``) but is
-computed here from per-row weights: the point estimate gives each row weight 1, a bootstrap
-replicate gives each row its count in the resample. A batch of replicates is then a few array
-operations instead of a thousand scikit-learn calls per metric and group, and the point estimate
-and the replicates cannot disagree on a definition. A metric undefined on the rows at hand is
-None with a reason (``MetricValues.undefined``), never a warning.
+Every metric is a ``sklearn.metrics`` call (Pearson r: numpy's weighted covariance). A bootstrap
+replicate passes each row's count in the resample as ``sample_weight``, which is exactly the
+metric of the resampled rows, so the point estimate and the replicates share one definition. A
+metric undefined on the rows at hand (one class only for AUC, 0/0 for F1, a constant column for
+R² or r) is None with a reason (``MetricValues.undefined``): it is detected before scikit-learn
+is called, so no warning leaks.
 """
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import Mapping, Optional, Sequence
 
 import numpy as np
 import pandas as pd
+import sklearn
+from sklearn import metrics as skm
 
 METRICS_BY_TASK: dict[str, tuple[str, ...]] = {
     "binary": ("accuracy", "balanced_accuracy", "roc_auc", "average_precision", "f1", "log_loss", "brier"),
@@ -30,7 +33,6 @@ THRESHOLD = 0.5
 
 _NOT_GAPPED = frozenset({"confusion_matrix"})  # a table, not a number: no gap, no interval
 _PROBABILITY_TOLERANCE = 1e-4  # |row sum - 1| allowed for multiclass probabilities (float32 softmax)
-_EPS = np.finfo(np.float64).eps  # probabilities are clipped to [eps, 1 - eps] for log loss, as sklearn does
 _WEIGHTS_PER_CHUNK = 1 << 21  # bootstrap weights held at once (replicates x rows): 16 MB of float64
 _REASONS = {
     "roc_auc": "only one class among these rows (ranking needs both)",
@@ -147,119 +149,85 @@ def _prepare(task: str, y_true, score, classes: Optional[Sequence]) -> tuple[np.
             "multiclass scores must be probabilities: non-negative, each row summing to 1 "
             f"(row sums range {sums.min():.4g}..{sums.max():.4g}); apply a softmax to logits first."
         )
-    return _class_codes(y_true, score.shape[1], classes), score
+    # rows within the tolerance (float32 softmax) made to sum to 1 exactly, as sklearn's log_loss expects
+    return _class_codes(y_true, score.shape[1], classes), score / sums[:, None]
 
 
 # ----------------------------------------------------------------------------------------------
-# Weighted metrics: w is (replicates, rows); every result is one value per replicate, NaN if undefined
+# Metrics of weighted rows: scikit-learn calls; w is (replicates, rows), one value per replicate
 # ----------------------------------------------------------------------------------------------
 
 
-def _sum_by_code(w: np.ndarray, codes: np.ndarray, n_codes: int) -> np.ndarray:
-    """(replicates, n_codes): the weight of each code's rows, one sort and one reduceat for all replicates."""
-    order = np.argsort(codes, kind="stable")
-    sorted_codes = codes[order]
-    starts = np.flatnonzero(np.r_[True, sorted_codes[1:] != sorted_codes[:-1]])
-    out = np.zeros((w.shape[0], n_codes))
-    out[:, sorted_codes[starts]] = np.add.reduceat(w[:, order], starts, axis=1)
-    return out
-
-
-def _mean_defined(values: np.ndarray) -> np.ndarray:
-    """Row means over the non-NaN entries; NaN for a row with none (without numpy's empty-slice warning)."""
-    defined = ~np.isnan(values)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(defined, values, 0.0).sum(axis=1) / defined.sum(axis=1)
-
-
-def _ranking(positive: np.ndarray, score: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """ROC AUC and average precision as sklearn computes them, over the distinct score values.
-
-    Walking the thresholds from the highest score down, tp and fp are the weights of the rows
-    at or above each: AUC sums the ROC curve's trapezoids (a positive and a negative with tied
-    scores count half), AP is sum_k (R_k - R_k-1) P_k, sklearn's step sum without interpolation.
-    """
-    order = np.argsort(-score, kind="stable")
-    ordered = np.take(w, order, axis=1)
-    tp_rows = np.cumsum(ordered * positive[order], axis=1)
-    fp_rows = np.cumsum(ordered, axis=1) - tp_rows
-    descending = score[order]
-    last_of_each_value = np.flatnonzero(np.r_[descending[1:] != descending[:-1], True])
-    tp, fp = tp_rows[:, last_of_each_value], fp_rows[:, last_of_each_value]
-    new_tp, new_fp = np.diff(tp, axis=1, prepend=0), np.diff(fp, axis=1, prepend=0)
-    n_pos, n_neg = tp[:, -1], fp[:, -1]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        auc = (new_fp * (tp - new_tp / 2)).sum(axis=1) / (n_pos * n_neg)
-        precision = np.divide(tp, tp + fp, out=np.zeros_like(tp), where=new_tp > 0)
-        ap = (new_tp * precision).sum(axis=1) / n_pos
-    both = (n_pos > 0) & (n_neg > 0)
-    return np.where(both, auc, np.nan), np.where(both, ap, np.nan)
-
-
-def _binary(y: np.ndarray, p: np.ndarray, w: np.ndarray) -> dict[str, np.ndarray]:
-    positive, predicted = y == 1, p > THRESHOLD
-    tp, fn = w @ (positive & predicted), w @ (positive & ~predicted)
-    fp, tn = w @ (~positive & predicted), w @ (~positive & ~predicted)
-    total = tp + fn + fp + tn
-    row_log_loss = -np.log(np.clip(np.where(positive, p, 1 - p), _EPS, 1 - _EPS))
-    auc, ap = _ranking(positive, p, w)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        recalls = np.stack([tp / (tp + fn), tn / (tn + fp)], axis=1)  # NaN for a class absent from y_true
-        return {
-            "accuracy": (tp + tn) / total,
-            "balanced_accuracy": _mean_defined(recalls),  # mean recall over the classes present, as sklearn
-            "roc_auc": auc,
-            "average_precision": ap,
-            "f1": 2 * tp / (2 * tp + fp + fn),
-            "log_loss": w @ row_log_loss / total,
-            "brier": w @ (p - positive) ** 2 / total,
-        }
-
-
-def _multiclass(y: np.ndarray, p: np.ndarray, w: np.ndarray) -> dict[str, np.ndarray]:
-    k = p.shape[1]
-    cells = _sum_by_code(w, y * k + p.argmax(axis=1), k * k).reshape(-1, k, k)  # rows true, columns predicted
-    hits = np.diagonal(cells, axis1=1, axis2=2)
-    true_n, predicted_n = cells.sum(axis=2), cells.sum(axis=1)
-    row_log_loss = -np.log(np.clip(p[np.arange(len(y)), y], _EPS, 1 - _EPS))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        total = true_n.sum(axis=1)
-        return {
-            "accuracy": hits.sum(axis=1) / total,
-            "balanced_accuracy": _mean_defined(hits / true_n),  # classes present in y_true
-            "macro_f1": _mean_defined(2 * hits / (true_n + predicted_n)),  # classes in y_true or predicted
-            "log_loss": w @ row_log_loss / total,
-            "confusion_matrix": cells,
-        }
-
-
-def _constant(values: np.ndarray, drawn: np.ndarray) -> np.ndarray:
-    """Per replicate: do the drawn rows all share one value?"""
-    return np.where(drawn, values, np.inf).min(axis=1) == np.where(drawn, values, -np.inf).max(axis=1)
-
-
-def _regression(y: np.ndarray, s: np.ndarray, w: np.ndarray) -> dict[str, np.ndarray]:
-    error = s - y
-    with np.errstate(invalid="ignore", divide="ignore"):
-        total = w.sum(axis=1)
-        squared = w @ error**2
-        y_dev = y - (w @ y / total)[:, None]  # two passes: no cancellation for large means
-        s_dev = s - (w @ s / total)[:, None]
-        ss_y, ss_s = (w * y_dev**2).sum(axis=1), (w * s_dev**2).sum(axis=1)
-        r2 = 1 - squared / ss_y
-        pearson = np.clip((w * y_dev * s_dev).sum(axis=1) / np.sqrt(ss_y * ss_s), -1, 1)
-        mae, rmse = w @ np.abs(error) / total, np.sqrt(squared / total)
-    drawn = w > 0
-    y_constant = _constant(y, drawn)
+def _binary(y: np.ndarray, p: np.ndarray, w: np.ndarray) -> dict:
+    predicted = (p > THRESHOLD).astype(np.int64)
+    ranked = y.min() != y.max()  # both classes present: AUC and AP are defined
     return {
-        "mae": mae,
-        "rmse": rmse,
-        "r2": np.where(y_constant, np.nan, r2),
-        "pearson_r": np.where(y_constant | _constant(s, drawn), np.nan, pearson),
+        "accuracy": skm.accuracy_score(y, predicted, sample_weight=w),
+        "balanced_accuracy": skm.balanced_accuracy_score(y, predicted, sample_weight=w),  # classes present
+        "roc_auc": skm.roc_auc_score(y, p, sample_weight=w) if ranked else np.nan,
+        "average_precision": skm.average_precision_score(y, p, sample_weight=w) if ranked else np.nan,
+        "f1": skm.f1_score(y, predicted, sample_weight=w, pos_label=1) if (y.any() or predicted.any()) else np.nan,
+        "log_loss": skm.log_loss(y, p, sample_weight=w, labels=[0, 1]),
+        "brier": skm.brier_score_loss(y, p, sample_weight=w, labels=[0, 1]),
     }
 
 
-_BY_TASK = {"binary": _binary, "multiclass": _multiclass, "regression": _regression}
+def _multiclass(y: np.ndarray, p: np.ndarray, w: np.ndarray) -> dict:
+    k = p.shape[1]
+    predicted = p.argmax(axis=1)
+    return {
+        "accuracy": skm.accuracy_score(y, predicted, sample_weight=w),
+        "balanced_accuracy": skm.balanced_accuracy_score(y, predicted, sample_weight=w),  # classes in y_true
+        "macro_f1": skm.f1_score(y, predicted, sample_weight=w, average="macro"),  # classes in y_true or predicted
+        "log_loss": skm.log_loss(y, p, sample_weight=w, labels=list(range(k))),
+        "confusion_matrix": skm.confusion_matrix(y, predicted, sample_weight=w, labels=list(range(k))),
+    }
+
+
+def _regression(y: np.ndarray, s: np.ndarray, w: np.ndarray) -> dict:
+    y_constant, s_constant = y.min() == y.max(), s.min() == s.max()
+    pearson = np.nan
+    if not (y_constant or s_constant):
+        covariance = np.cov(y, s, aweights=w)
+        pearson = float(np.clip(covariance[0, 1] / np.sqrt(covariance[0, 0] * covariance[1, 1]), -1, 1))
+    return {
+        "mae": skm.mean_absolute_error(y, s, sample_weight=w),
+        "rmse": np.sqrt(skm.mean_squared_error(y, s, sample_weight=w)),
+        "r2": np.nan if y_constant else skm.r2_score(y, s, sample_weight=w),
+        "pearson_r": pearson,
+    }
+
+
+def _replicated(task: str, metrics_of_rows):
+    """The metrics of each replicate's rows: a row counted c times has sample weight c (0: not drawn).
+
+    Undrawn rows are dropped before the call, so a class present only among them is absent, as
+    in the resample itself. The metric functions return NaN where a metric is undefined and
+    never call scikit-learn there; its remaining warnings (balanced accuracy over a class
+    missing from y_true, which it documents and handles) are silenced.
+    """
+
+    def compute(y: np.ndarray, score: np.ndarray, w: np.ndarray) -> dict[str, np.ndarray]:
+        replicates = []
+        with warnings.catch_warnings(), sklearn.config_context(assume_finite=True, skip_parameter_validation=True):
+            warnings.simplefilter("ignore")
+            for weights in w:
+                drawn = weights > 0
+                replicates.append(metrics_of_rows(y[drawn], score[drawn], weights[drawn]) if drawn.any() else None)
+        template = next((r for r in replicates if r is not None), None)
+        if template is None:  # a group drawn in none of these replicates
+            return {name: np.full(len(w), np.nan) for name in METRICS_BY_TASK[task]}
+        return {
+            name: np.array([np.full_like(np.asarray(value, dtype=np.float64), np.nan) if r is None else r[name]
+                            for r in replicates], dtype=np.float64)
+            for name, value in template.items()
+        }
+
+    return compute
+
+
+_BY_TASK = {task: _replicated(task, function) for task, function in
+            {"binary": _binary, "multiclass": _multiclass, "regression": _regression}.items()}
 
 
 def _point(task: str, y: np.ndarray, score: np.ndarray) -> MetricValues:
@@ -478,7 +446,9 @@ def bootstrap_intervals(
     group that has it on the original rows (a group can go undrawn): a gap always compares the
     same groups. ``n_used`` counts the replicates behind each interval (low/high None at 0).
     Returns ``{"n_boot", "seed", "level", "method", "resampling", "overall": {metric: {"estimate",
-    "low", "high", "n_used"}}, "gaps": [{"column", "metric", "difference", "low", "high", "n_used"}]}``.
+    "low", "high", "n_used"}}, "gaps": [{"column", "metric", "difference", "low", "high", "n_used"}],
+    "groups": [{"column", "group", "metric", "estimate", "low", "high", "n_used"}]}``: every metric of
+    every group too, from the same replicates.
     """
     if isinstance(n_boot, bool) or not isinstance(n_boot, (int, np.integer)) or n_boot < 1:
         raise MetricsInputError(f"n_boot must be a whole number of at least 1 (got {n_boot!r}).")
@@ -495,6 +465,7 @@ def bootstrap_intervals(
     compute = _BY_TASK[task]
     overall: dict[str, list[np.ndarray]] = {name: [] for name in names}
     gapped: dict[tuple[str, str], list[np.ndarray]] = {(gap["column"], gap["metric"]): [] for gap in point_gaps}
+    grouped: dict[tuple[str, str, str], list[np.ndarray]] = {key: [] for key in had}
     rng = np.random.default_rng(seed)
     per_chunk = max(1, _WEIGHTS_PER_CHUNK // len(y))
     for start in range(0, n_boot, per_chunk):
@@ -505,6 +476,9 @@ def bootstrap_intervals(
             overall[name].append(replicate[name])
         for column in columns:
             by_group = {group: compute(y[mask], s[mask], w[:, mask]) for group, mask in column.masks.items()}
+            for group, replicate_of_group in by_group.items():
+                for name in names:
+                    grouped[column.name, group, name].append(replicate_of_group[name])
             for name in names:
                 compared = [by_group[group][name] for group in by_group if had[column.name, group, name]]
                 if len(compared) >= 2:
@@ -524,5 +498,10 @@ def bootstrap_intervals(
             {"column": gap["column"], "metric": gap["metric"], "difference": gap["difference"],
              **_interval(gapped[gap["column"], gap["metric"]], level)}
             for gap in point_gaps
+        ],
+        "groups": [
+            {"column": row["column"], "group": row["group"], "metric": name, "estimate": row[name],
+             **_interval(grouped[row["column"], row["group"], name], level)}
+            for row in point_rows for name in names
         ],
     }

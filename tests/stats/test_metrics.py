@@ -416,3 +416,27 @@ def test_a_metric_undefined_on_every_replicate_has_no_interval():
     result = bootstrap_intervals("binary", [0, 0, 0, 0], [0.1, 0.6, 0.2, 0.3], n_boot=10, seed=0)
     assert result["overall"]["roc_auc"] == {"estimate": None, "low": None, "high": None, "n_used": 0}
     assert result["overall"]["accuracy"]["n_used"] == 10
+
+
+def test_group_intervals_are_percentiles_of_sklearn_on_the_resampled_group_rows(rng):
+    n, n_boot = 120, 25
+    y, p = binary_data(rng, n)
+    site = pd.Series(rng.choice(["a", "b"], n))
+    result = bootstrap_intervals("binary", y, p, {"site": site}, n_boot=n_boot, seed=4)
+    counts = _resampled_counts(y, n, n_boot, np.random.default_rng(4))  # the same draws: one chunk
+    for group in ("a", "b"):
+        rows = np.flatnonzero(site == group)
+        drawn = [np.repeat(rows, counts[b, rows]) for b in range(n_boot)]
+        accuracy = [skm.accuracy_score(y[r], p[r] > 0.5) for r in drawn]
+        brier = [skm.brier_score_loss(y[r], p[r], labels=[0, 1]) for r in drawn]
+        for metric, values in (("accuracy", accuracy), ("brier", brier)):
+            interval = next(g for g in result["groups"] if (g["column"], g["group"], g["metric"]) == ("site", group, metric))
+            assert [interval["low"], interval["high"]] == pytest.approx(np.quantile(values, [0.025, 0.975]))
+            assert interval["n_used"] == n_boot and interval["estimate"] is not None
+
+
+def test_float32_softmax_rows_are_accepted_and_renormalised(rng):
+    y, p = multiclass_data(rng, 50)
+    p32 = p.astype(np.float32).astype(np.float64) * (1 + 3e-7)  # rows summing to 1 only to float32 precision
+    exact = p32 / p32.sum(axis=1, keepdims=True)
+    assert overall_metrics("multiclass", y, p32).values["log_loss"] == pytest.approx(skm.log_loss(y, exact, labels=[0, 1, 2]))

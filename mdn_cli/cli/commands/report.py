@@ -40,6 +40,30 @@ def report(
         raise MdnError(f"--epoch must be last or best, not {epoch!r}.", where="--epoch", hint=None)
     if not run_dirs and not audits:
         raise MdnError("nothing to report.", where="RUNDIR", hint="give run directories of `mdn train` (and/or --audit FILE with --plot).")
+    from mdn_cli.crossval import CV_FILE, is_cv_run
+
+    cv_dirs = [d for d in run_dirs or [] if is_cv_run(d)]
+    if cv_dirs:  # a cross-validation: per fold and mean ± sd (its folds are ordinary runs to report one by one)
+        from mdn_cli.cli.render_evaluate import render_cv
+        from mdn_cli.fileio import read_json
+
+        if len(cv_dirs) != len(run_dirs) or plot is not None:
+            raise MdnError("a cross-validation is reported on its own.", where=str(cv_dirs[0]),
+                           hint="give only cross-validation directories (or its fold-<i>/ runs), without --plot.")  # fmt: skip
+        from mdn_cli.report import evaluations
+
+        results = [{**read_json(Path(d) / CV_FILE, hint="rerun `mdn train --folds` with --resume."), "evaluations": evaluations(d)} for d in cv_dirs]
+        if fmt == OutputFormat.json:
+            import json
+
+            show(json.dumps(results[0] if len(results) == 1 else results, indent=2), output)
+        elif fmt == OutputFormat.table:
+            from rich.console import Group
+
+            show(Group(*(render_cv(r, "table") for r in results)), output)
+        else:
+            show("\n\n".join(render_cv(r, fmt.value) for r in results), output)
+        return
     records = [RunRecord.from_dir(d) for d in run_dirs or []]
     audit_results = [load_audit(a) for a in audits]
     if plot is not None:

@@ -21,6 +21,7 @@ from mdn_cli.cli.app import (
     load_spec,
     show,
 )
+from mdn_cli.errors import MdnError
 
 
 @app.command()
@@ -56,6 +57,9 @@ def train(
     fmt: OutputFormat = typer.Option(OutputFormat.table, "--format", help="Format of the summary on stdout."),
     device: Optional[Device] = typer.Option(None, "--device", help="Where to train (overrides train.device)."),
     nproc: int = typer.Option(1, "--nproc", min=1, help="Train in N processes with DistributedDataParallel (runs torchrun; train.batch_size is per process)."),
+    folds: Optional[int] = typer.Option(None, "--folds", help="k-fold cross-validation over the non-test rows: fold i trains into RUNDIR/fold-<i>/, summary in RUNDIR/cv.json."),
+    group_column: Optional[str] = typer.Option(None, "--group-column", help="With --folds: a column (subject, site...) whose rows never straddle folds."),
+    repeats: int = typer.Option(1, "--repeats", min=1, help="With --folds: repeat the k folds R times with different shuffles."),
 ) -> None:
     """Train a model with MDN where the spec says (or a baseline without), into RUNDIR.
 
@@ -77,6 +81,11 @@ def train(
     if print_config:
         emit(dump_spec(spec), None)
         return
+    if folds is not None:
+        _cross_validate(spec, output, folds, group_column, repeats, resume, quiet, nproc, fmt)
+        return
+    if group_column is not None or repeats != 1:
+        raise MdnError("--group-column and --repeats go with --folds.", where="--group-column" if group_column else "--repeats", hint="add --folds K.")
     if nproc > 1 and "WORLD_SIZE" not in os.environ:
         from mdn_cli.distributed import launch
         from mdn_cli.runs import check_run_dir
@@ -106,3 +115,22 @@ def train(
     from mdn_cli.report import RunRecord
 
     show(render_runs([RunRecord.from_summary(summary)], fmt.value), None)
+
+
+def _cross_validate(spec, output: Path, folds: int, group_column, repeats: int, resume: bool, quiet: bool, nproc: int, fmt: OutputFormat) -> None:
+    """`mdn train --folds K`: one run per fold, then the per-fold and mean ± sd table."""
+    from mdn_cli.cli.progress import TrainingProgress
+    from mdn_cli.cli.render_evaluate import render_cv
+    from mdn_cli.crossval import cross_validate
+
+    if nproc > 1:
+        raise MdnError("--folds trains in one process.", where="--nproc", hint="leave out --nproc, or train the folds' specs one by one with --nproc.")
+    console = err_console()
+    try:
+        with TrainingProgress(console, enabled=not quiet) as progress:
+            result = cross_validate(spec, output, folds, group_column=group_column, repeats=repeats, resume=resume, progress=progress,
+                                    on_fold=None if quiet else lambda i, n: console.print(f"fold {i + 1}/{n}", markup=False))  # fmt: skip
+    except KeyboardInterrupt:
+        console.print(f"interrupted: finished folds are kept in {output}; continue the others with --resume.", markup=False)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    show(render_cv(result, fmt.value), None)

@@ -1,0 +1,266 @@
+"""A trained run scored the way papers report it: metrics overall and per metadata group, their
+gaps, bootstrap intervals, the monitored layer's dcor², and one prediction row per sample.
+
+The model and rows come from ``runs.load_run`` and ``extract``'s sources, the metrics from
+``stats.metrics`` (scikit-learn), the dcor² from ``audit.audit_features``: nothing is computed a
+second way here. Nothing prints; the CLI renders the result.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from mdn_cli.audit import audit_features
+from mdn_cli.errors import MdnError, did_you_mean
+from mdn_cli.extract import Source
+from mdn_cli.fileio import atomic_write_text
+from mdn_cli.nn import metadata
+from mdn_cli.runs import LoadedRun
+from mdn_cli.stats.metrics import (
+    MetricsInputError,
+    bootstrap_intervals,
+    gaps,
+    group_table,
+    overall_metrics,
+    quantile_groups,
+)
+
+
+def predict(loaded: LoadedRun, source: Source, layer: Optional[str], batch_size: Optional[int] = None) -> tuple[np.ndarray, Optional[np.ndarray]]:
+    """The model's scores for every row of ``source`` (eval mode, each row's metadata) and ``layer``'s features.
+
+    Scores: the probability of the second class (binary), one probability per class
+    (multiclass), the prediction (regression).
+    """
+    network, device, task = loaded.network, loaded.device, loaded.spec.train.task
+    captured: list[torch.Tensor] = []
+    handle = None
+    if layer is not None:
+        handle = network.feature_module(layer, where="--layer", target=str(loaded.run_dir)).register_forward_hook(
+            lambda _m, _i, out: captured.append(out.detach().reshape(out.shape[0], -1).float().cpu())
+        )
+    outputs = []
+    network.eval()
+    try:
+        with torch.no_grad():
+            for _part, x, design in source.batches(batch_size or loaded.spec.train.batch_size):
+                with metadata(network, design.to(device)):
+                    outputs.append(network(x.to(device)).double().cpu())
+    finally:
+        if handle is not None:
+            handle.remove()
+    out = torch.cat(outputs)
+    if task == "multiclass":
+        score = torch.softmax(out, dim=1)
+    elif task == "binary":
+        score = torch.sigmoid(out[:, 0])
+    else:
+        score = out[:, 0]
+    return score.numpy(), (torch.cat(captured).numpy() if captured else None)
+
+
+def _check_by(by: Sequence[str], table: pd.DataFrame) -> list[str]:
+    by = list(dict.fromkeys(by))
+    for name in by:
+        if name not in table.columns:
+            raise MdnError(f"no column {name!r} in the evaluated rows' table.", where="--by",
+                           hint=did_you_mean(name, table.columns, f"columns: {', '.join(map(str, table.columns))}."))
+    return by
+
+
+def _group_labels(table: pd.DataFrame, by: Sequence[str], bins: int, categorical: Sequence[str]) -> dict[str, pd.Series]:
+    """Each ``--by`` column's group per row: quantile bins of numeric columns, levels of the others."""
+    try:
+        return {name: quantile_groups(table[name].reset_index(drop=True), bins=bins, categorical=name in categorical) for name in by}
+    except MetricsInputError as error:
+        raise MdnError(str(error), where="--by") from None
+
+
+def predictions_table(loaded: LoadedRun, source: Source, split: Sequence[str], score: np.ndarray) -> pd.DataFrame:
+    """One row per sample: id, split, label, score(s), predicted class, preserved and metadata columns."""
+    spec, task = loaded.spec, loaded.spec.train.task
+    classes = list(loaded.state["classes"])
+    table = source.table.reset_index(drop=True)
+    out = pd.DataFrame({spec.data.id_column or "id": source.ids, "split": list(split), "label": table[spec.data.label].to_numpy()})
+    if task == "binary":
+        out["score"] = score
+        out["predicted"] = np.asarray(classes, dtype=object)[(score > 0.5).astype(int)]
+    elif task == "multiclass":
+        for k, name in enumerate(classes):
+            out[f"p_{name}"] = score[:, k]
+        out["predicted"] = np.asarray(classes, dtype=object)[score.argmax(axis=1)]
+    else:
+        out["prediction"] = score
+    for name in dict.fromkeys([*loaded.design.preserve, *loaded.design.metadata]):
+        if name in table.columns and name not in out.columns:
+            out[name] = table[name].to_numpy()
+    return out
+
+
+@dataclass
+class Part:
+    """Rows scored by one model: a run (or one fold's run), its rows, their split names, the fold."""
+
+    loaded: LoadedRun
+    source: Source
+    split: str | Sequence[str]
+    fold: Optional[int] = None
+
+
+def evaluate(
+    parts: Sequence[Part],
+    *,
+    by: Optional[Sequence[str]] = None,
+    bins: int = 4,
+    layer: Optional[str] = None,
+    n_boot: Optional[int] = None,
+    seed: int = 0,
+    level: float = 0.95,
+    batch_size: Optional[int] = None,
+) -> tuple[dict, pd.DataFrame]:
+    """The evaluation result (the JSON of `mdn evaluate`) and the predictions table it was computed from.
+
+    One part: a run on its rows. Several: the folds of a cross-validation, each model on its own
+    held-out rows, pooled (out-of-fold predictions, with a ``fold`` column); the dcor² is per
+    fold, since the folds' features live in different spaces. ``split`` names the rows (one
+    name, or one per row for ``all``); ``by`` defaults to the spec's metadata columns; ``layer``
+    to ``train.monitor`` (no dcor² when neither is set).
+    """
+    first = parts[0].loaded
+    spec, task = first.spec, first.spec.train.task
+    if n_boot is not None and n_boot < 1:
+        raise MdnError(f"--bootstrap must be at least 1 (got {n_boot}).", where="--bootstrap", hint="give the number of resamples, e.g. 1000, or leave it out.")
+    if not 0 < level < 1:
+        raise MdnError(f"--level must be between 0 and 1 (got {level}).", where="--level", hint="e.g. 0.95.")
+    tables = [part.source.table.reset_index(drop=True) for part in parts]
+    table = pd.concat(tables, ignore_index=True)
+    if spec.data.label not in table.columns:
+        raise MdnError(f"the evaluated rows have no label column {spec.data.label!r}.", where=parts[0].source.description, hint="evaluation compares predictions with labels: add the column.")
+    by = _check_by(spec.data.metadata if by is None else by, table)
+    groups = _group_labels(table, by, bins, spec.data.categorical)
+    layer = layer if layer is not None else spec.train.monitor
+    scores, predictions, dcor = [], [], []
+    for part, part_table in zip(parts, tables):
+        score, features = predict(part.loaded, part.source, layer, batch_size)
+        names = [part.split] * len(part_table) if isinstance(part.split, str) else list(part.split)
+        rows = predictions_table(part.loaded, part.source, names, score)
+        if part.fold is not None:
+            rows.insert(1, "fold", part.fold)
+        scores.append(score)
+        predictions.append(rows)
+        if features is not None:
+            strata = spec.data.label if task != "regression" else None
+            audit = audit_features(features, part_table, spec.data.metadata, by=strata, categorical=spec.data.categorical)
+            dcor += [{**({"fold": part.fold} if part.fold is not None else {}), **asdict(row)} for row in audit.rows]
+    score = np.concatenate(scores)
+    predictions = pd.concat(predictions, ignore_index=True)
+    for name, labels in groups.items():
+        if name not in predictions.columns:
+            predictions[name] = table[name].to_numpy()
+        predictions[f"{name}_group"] = labels.astype(object).to_numpy()
+    classes = list(first.state["classes"]) or None
+    y_true = table[spec.data.label].to_numpy()
+    try:
+        overall = overall_metrics(task, y_true, score, classes)
+        by_group = group_table(task, y_true, score, groups, classes)
+        intervals = bootstrap_intervals(task, y_true, score, groups, n_boot=n_boot, seed=seed, level=level, classes=classes) if n_boot else None
+    except MetricsInputError as error:
+        raise MdnError(str(error), where=parts[0].source.description) from None
+    gap_rows = gaps(by_group)
+    if intervals is not None:
+        by_key = {(gap["column"], gap["metric"]): gap for gap in intervals["gaps"]}
+        gap_rows = [{**gap, "interval": _pair(by_key[gap["column"], gap["metric"]])} for gap in gap_rows]
+        for row in by_group:
+            row["intervals"] = {g["metric"]: _pair(g) for g in intervals["groups"] if (g["column"], g["group"]) == (row["column"], row["group"])}
+    result = {
+        "run": str(first.run_dir if len(parts) == 1 else first.run_dir.parent),
+        "checkpoint": str(first.checkpoint) if len(parts) == 1 else first.checkpoint.stem,
+        "epoch": int(first.state.get("epoch", -1)) if len(parts) == 1 else None,
+        "split": parts[0].split if isinstance(parts[0].split, str) else "all",
+        "task": task,
+        "classes": list(first.state["classes"]),
+        "n": len(table),
+        "overall": overall.values,
+        "undefined": overall.undefined,
+        "intervals": {name: _pair(interval) for name, interval in intervals["overall"].items()} if intervals else {},
+        "bootstrap": {key: intervals[key] for key in ("n_boot", "seed", "level", "method", "resampling")} if intervals else None,
+        "by": by,
+        "by_group": by_group,
+        "gaps": gap_rows,
+        "layer": layer,
+        "dcor": dcor,
+    }
+    if len(parts) > 1:
+        result["folds"] = [part.fold for part in parts]
+    return result, predictions
+
+
+def across_folds(results: Sequence[dict], predictions: Sequence[pd.DataFrame], folds: Sequence[int]) -> tuple[dict, pd.DataFrame]:
+    """Every fold's model on the same rows (the test split): each metric as mean ± sd over the folds.
+
+    ``results`` and ``predictions`` are ``evaluate``'s, one fold each (its rows carry the fold).
+    ``overall`` and each ``by_group`` row hold the means and ``sd`` the sample standard
+    deviations; the gaps are those of the mean per-group values; the folds' own results are kept.
+    """
+    first = results[0]
+    names = [name for name in first["overall"] if name != "confusion_matrix"]
+
+    def mean_sd(values: list) -> tuple[Optional[float], Optional[float]]:
+        present = [value for value in values if value is not None]
+        if not present:
+            return None, None
+        return float(np.mean(present)), (float(np.std(present, ddof=1)) if len(present) > 1 else None)
+
+    overall = {name: mean_sd([r["overall"][name] for r in results]) for name in names}
+    by_group = []
+    for i, row in enumerate(first["by_group"]):
+        stats = {name: mean_sd([r["by_group"][i][name] for r in results]) for name in names}
+        by_group.append({"column": row["column"], "group": row["group"], "n": row["n"],
+                         **{name: mean for name, (mean, _) in stats.items()}, "sd": {name: sd for name, (_, sd) in stats.items()}})  # fmt: skip
+    result = {
+        **{key: first[key] for key in ("run", "split", "task", "classes", "n", "by", "layer")},
+        "run": str(Path(first["run"]).parent),
+        "checkpoint": Path(first["checkpoint"]).stem,
+        "epoch": None,
+        "folds": list(folds),
+        "overall": {name: mean for name, (mean, _) in overall.items()},
+        "overall_sd": {name: sd for name, (_, sd) in overall.items()},
+        "undefined": {},
+        "intervals": {},
+        "bootstrap": None,
+        "by_group": by_group,
+        "gaps": gaps(by_group),
+        "dcor": [row for r in results for row in r["dcor"]],
+        "per_fold": [{"fold": fold, "overall": r["overall"]} for fold, r in zip(folds, results)],
+    }
+    return result, pd.concat(predictions, ignore_index=True)
+
+
+def _pair(interval: dict) -> Optional[list]:
+    return None if interval["low"] is None else [interval["low"], interval["high"]]
+
+
+def save_result(run_dir: str | Path, result: dict, rows: str, checkpoint: str) -> Path:
+    """Keep the result in the run, ``RUNDIR/eval/<rows>-<checkpoint>.json``, for `mdn report`."""
+    path = Path(run_dir) / "eval" / f"{rows}-{checkpoint}.json"
+    path.parent.mkdir(exist_ok=True)
+    atomic_write_text(path, json.dumps(result, indent=2) + "\n")
+    return path
+
+
+def row_splits(loaded: LoadedRun, split: str) -> str | list[str]:
+    """The split of each row: ``split`` itself, or per row for ``all`` (rows in no split: ``none``)."""
+    if split != "all":
+        return split
+    data = loaded.training_data()
+    names = np.full(len(data.table), "none", dtype=object)
+    for name, rows in data.splits.items():
+        names[rows] = name
+    return names.tolist()
