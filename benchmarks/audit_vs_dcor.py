@@ -13,22 +13,13 @@ import os
 import resource
 import subprocess
 import sys
-import time
 
 import numpy as np
+from timing import best_time  # benchmarks/timing.py
 
 
 def _peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-
-
-def _best_time(function, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def _child(case: str, n: int, d: int, columns: int, permutations: int, repeats: int) -> dict:
@@ -60,10 +51,10 @@ def _child(case: str, n: int, d: int, columns: int, permutations: int, repeats: 
         # Alternate with the one-column statistic so that both see the same load on a shared
         # machine; best of ``repeats`` each.
         alone = lambda: distance_correlation(x, ys[:1], [False])  # noqa: E731
-        pairs = [(_best_time(alone, 1), _best_time(run, 1)) for _ in range(repeats)]
+        pairs = [(best_time(alone, 1), best_time(run, 1)) for _ in range(repeats)]
         single, seconds = min(p[0] for p in pairs), min(p[1] for p in pairs)
     else:
-        seconds = _best_time(run, repeats)
+        seconds = best_time(run, repeats)
     # The machine's dense speed, measured in the same process just after, under the same load.
     rate = _matmul_rate() if case == "ours" and n >= 20_000 else None
     return {
@@ -90,7 +81,7 @@ def _matmul_rate() -> float:
 
     a = torch.randn(4096, 4096)
     torch.mm(a, a)
-    return 2 * 4096**3 / _best_time(lambda: torch.mm(a, a), 3)
+    return 2 * 4096**3 / best_time(lambda: torch.mm(a, a), 3)
 
 
 def main() -> None:

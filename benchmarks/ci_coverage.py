@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import time
 
 import numpy as np
 import pandas as pd
@@ -19,6 +18,7 @@ import torch
 
 from mdn_cli.audit import audit_features
 from mdn_cli.stats import distance_correlation
+from timing import best_time  # benchmarks/timing.py
 
 
 def population_dcor2(rho: float) -> float:
@@ -31,15 +31,6 @@ def population_dcor2(rho: float) -> float:
 def sample(rng: np.random.Generator, n: int, rho: float) -> tuple[np.ndarray, np.ndarray]:
     x = rng.normal(size=n)
     return x[:, None], rho * x + math.sqrt(1 - rho * rho) * rng.normal(size=n)
-
-
-def best_time(function, repeats: int = 3) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def main() -> None:
