@@ -85,4 +85,7 @@ def autocast(precision: str, device: torch.device) -> Callable[[], contextlib.Ab
 
 def grad_scaler(precision: str, device: torch.device) -> torch.amp.GradScaler:
     """Loss scaling for float16 (a pass-through otherwise): float16 gradients underflow without it."""
-    return torch.amp.GradScaler(device.type, enabled=precision == "16-mixed")
+    enabled = precision == "16-mixed"
+    if not hasattr(torch.amp, "GradScaler"):  # torch < 2.3: the CUDA one (16-mixed runs on CUDA only)
+        return torch.cuda.amp.GradScaler(enabled=enabled)
+    return torch.amp.GradScaler(device.type, enabled=enabled)

@@ -34,6 +34,14 @@ from mdn_cli.nn.gram import gram_inverse
 from mdn_cli.nn.kernels import transposed_product
 
 
+def _autocast_enabled(device_type: str) -> bool:
+    """Whether autocast is on for ``device_type`` (torch < 2.4 has one query per device type)."""
+    try:
+        return torch.is_autocast_enabled(device_type)
+    except TypeError:
+        return torch.is_autocast_cpu_enabled() if device_type == "cpu" else torch.is_autocast_enabled()
+
+
 class MetadataNormBase(nn.Module):
     """Shared plumbing of the MDN variants: design checks, residual output, synchronisation.
 
@@ -70,7 +78,7 @@ class MetadataNormBase(nn.Module):
             target.copy_(beta)
 
     def forward(self, input: torch.Tensor, design: torch.Tensor | None = None) -> torch.Tensor:
-        if torch.is_autocast_enabled(input.device.type):
+        if _autocast_enabled(input.device.type):
             # under mixed precision the statistics (X'Y, beta, the Gram inverse, running beta) stay float32
             with torch.autocast(input.device.type, enabled=False):
                 return self._forward(input.float() if input.dtype in (torch.float16, torch.bfloat16) else input, design)
