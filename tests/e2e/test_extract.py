@@ -201,3 +201,14 @@ def test_memory_does_not_hold_features(trained, tmp_path, monkeypatch):
     assert len(written) == 15  # 120 rows in batches of 8
     assert max(alive_at_write) <= 1  # only the batch just written before, if the writer still holds it
     assert all(ref() is None for ref in written[:-1])
+
+
+def test_an_unknown_layer_lists_the_layers_and_names_what_the_user_gave(trained, tmp_path):
+    result = mdn("extract", trained / "mdn", "--layer", "nosuchlayer", "-o", tmp_path / "f.h5")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "--layer: the model has no layer 'nosuchlayer'" in result.stderr
+    assert "the model's layers are: conv1, mdn_1, relu_2, flatten_3, fc1" in result.stderr  # no name is close: the names themselves
+    assert f"`mdn layers {trained / 'mdn'}`" in result.stderr and "SPEC" not in result.stderr
+    near = mdn("extract", trained / "mdn", "--layer", "fc2", "-o", tmp_path / "f.h5")
+    assert near.returncode == 2 and "did you mean `fc1`" in near.stderr
+    assert not (tmp_path / "f.h5").exists()
