@@ -77,10 +77,28 @@ def _provider_batches(provider: H5Provider | FileProvider, rows: np.ndarray, des
     return batches
 
 
+def new_source(loaded: LoadedRun, inputs: str | Path | None, table_path: str | Path | None) -> Source | None:
+    """New rows for `extract` and `evaluate`: HDF5 ``inputs`` with their table, or, for a run that
+    reads files, the table alone (``table_source``); None when neither is given (use a split)."""
+    if inputs is None and table_path is None:
+        return None
+    if inputs is not None and table_path is not None:
+        return file_source(loaded, inputs, table_path)  # refuses a run that reads files, with the hint to give --table alone
+    if loaded.spec.data.path_column is not None and table_path is not None:
+        return table_source(loaded, table_path)
+    raise MdnError("--inputs and --table go together.", where="--inputs" if inputs is None else "--table", hint="give both for new data, or neither to use --split.")
+
+
+def _refuse_empty(n: int, where: str) -> None:
+    if n == 0:
+        raise MdnError("there are no rows to run.", where=where, hint="give data with at least one sample.")
+
+
 def table_source(loaded: LoadedRun, table_path: str | Path) -> Source:
     """New data for a run that reads files: a table with the run's path column (paths relative to the table's folder) and columns."""
     spec = loaded.spec.data
     table = read_table(table_path, spec.id_column)
+    _refuse_empty(len(table), str(table_path))
     id_column = spec.id_column if spec.id_column in table.columns else None  # without the id column: ids are row numbers
     if id_column is not None:
         table = align_table(table, table[id_column].to_numpy(), id_column, len(table), str(table_path), "the table")
@@ -107,6 +125,7 @@ def file_source(loaded: LoadedRun, inputs: str | Path, table_path: str | Path, i
     inputs = Path(inputs)
     with open_h5_dataset(inputs, spec.dataset, hint=f"new inputs keep the run's dataset name (data.dataset: {spec.dataset}).") as ds:
         shape = tuple(ds.shape)
+    _refuse_empty(shape[0], f"{inputs}:{spec.dataset}")
     if shape[1:] != loaded.sample_shape:
         raise MdnError(
             f"dataset {spec.dataset!r} holds samples of shape {shape[1:]}, but the model was trained on {loaded.sample_shape}.",

@@ -141,3 +141,13 @@ def test_a_group_column_keeps_each_subject_in_one_fold(cv, tmp_path):
         by_split = rows.assign(subject=subject[rows["id"]].to_numpy()).query("split != 'test'").groupby("subject")["split"].nunique()
         assert (by_split == 1).all()
     assert json.loads((tmp_path / "cv" / "cv.json").read_text())["group_column"] == "subject"
+
+
+@pytest.mark.parametrize("launch", [("--nproc", "2"), ()])
+def test_folds_train_in_one_process(cv, tmp_path, launch):
+    """With --nproc, or started by torchrun (WORLD_SIZE set), --folds is refused before anything is written."""
+    spec = write_spec(cv, "folds-one-process.yaml", epochs=1)
+    env = {} if launch else {"WORLD_SIZE": "2"}
+    result = mdn("train", spec, "-o", tmp_path / "out", "--folds", "3", *launch, env=env)
+    assert result.returncode == 2 and "--folds trains in one process" in result.stderr
+    assert not (tmp_path / "out").exists()

@@ -131,6 +131,31 @@ def test_extract_split_and_a_new_table_give_the_same_features(png_study, png_run
         assert list(a["ids"][:].astype(str)) == [str(i) for i in val["id"]]
 
 
+def test_evaluate_a_new_table_equals_evaluating_its_split(png_study, png_run, tmp_path):
+    """`mdn evaluate RUN --table new.csv` on a run that reads files: the val rows as new data give the val split's numbers."""
+    table = pd.read_csv(png_study / "meta.csv")
+    val = table[table["split"] == "val"].copy()
+    val["path"] = [str(png_study / p) for p in val["path"]]
+    val.to_csv(tmp_path / "new.csv", index=False)
+    on_split = json.loads(ok("evaluate", png_run, "--split", "val", "--format", "json").stdout)
+    on_table = json.loads(ok("evaluate", png_run, "--table", tmp_path / "new.csv", "--format", "json").stdout)
+    assert on_table["n"] == on_split["n"] == len(val)
+    assert on_table["overall"] == pytest.approx(on_split["overall"], rel=1e-6)
+
+
+def test_new_data_without_rows_is_an_input_error(png_study, png_run, trained_runs, tmp_path):
+    pd.read_csv(png_study / "meta.csv").iloc[:0].to_csv(tmp_path / "empty.csv", index=False)
+    for command in ("extract", "evaluate"):
+        result = mdn(command, png_run, *(["--layer", "fc1", "-o", tmp_path / "f.h5"] if command == "extract" else []), "--table", tmp_path / "empty.csv")
+        assert result.returncode == 2 and "no rows" in result.stderr and "Traceback" not in result.stderr, result.stderr
+    with h5py.File(tmp_path / "empty.h5", "w") as f:
+        f.create_dataset("x", shape=(0, 1, 32, 32), dtype="float32")
+        f.create_dataset("ids", shape=(0,), dtype="int64")
+    result = mdn("extract", trained_runs / "mdn", "--layer", "fc1", "--inputs", tmp_path / "empty.h5", "--table", tmp_path / "empty.csv", "-o", tmp_path / "f.h5")
+    assert result.returncode == 2 and "no rows" in result.stderr and "Traceback" not in result.stderr, result.stderr
+    assert not (tmp_path / "f.h5").exists()
+
+
 def test_extract_inputs_is_refused_for_a_run_that_reads_files(png_run, tmp_path):
     result = mdn("extract", png_run, "--layer", "fc1", "--inputs", tmp_path / "x.h5", "--table", tmp_path / "t.csv", "-o", tmp_path / "f.h5")
     assert result.returncode == 2 and "--table" in result.stderr and "Traceback" not in result.stderr

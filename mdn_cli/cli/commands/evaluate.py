@@ -17,7 +17,7 @@ def evaluate(
     split: str = typer.Option("test", "--split", help="Rows of the run's data: test, val, train or all."),
     checkpoint: str = typer.Option("best", "--checkpoint", help="best, last, a NAME in the run's checkpoints/ (e.g. best-refit), or a PATH."),
     inputs: Optional[Path] = typer.Option(None, "--inputs", help="New data instead of a split: HDF5 inputs (same dataset names as the spec)."),
-    table: Optional[str] = typer.Option(None, "--table", help="The table of --inputs (CSV with the spec's label and metadata columns)."),
+    table: Optional[str] = typer.Option(None, "--table", help="The table of --inputs, or alone for a run that reads files (CSV with the spec's label and metadata columns)."),
     by: list[str] = typer.Option([], "--by", help="Column to group the metrics by (repeatable; default: the spec's metadata columns)."),
     bins: int = typer.Option(4, "--bins", min=2, help="Quantile groups for a numeric --by column."),
     layer: Optional[str] = typer.Option(None, "--layer", help="Layer whose dcor² with the metadata to report (default: train.monitor)."),
@@ -42,27 +42,27 @@ def evaluate(
     from mdn_cli.crossval import fold_dirs, is_cv_run
     from mdn_cli.evaluate import Part, across_folds, row_splits, save_result
     from mdn_cli.evaluate import evaluate as run_evaluation
-    from mdn_cli.extract import file_source, split_source
+    from mdn_cli.extract import new_source, split_source
     from mdn_cli.fileio import atomic_path
     from mdn_cli.runs import load_run
 
-    if (inputs is None) != (table is None):
-        raise MdnError("--inputs and --table go together.", where="--inputs" if inputs is None else "--table", hint="give both for new data, or neither to use --split.")
     options = dict(by=by or None, bins=bins, layer=layer, n_boot=bootstrap, seed=seed, level=level, batch_size=batch_size)
     runs = fold_dirs(run_dir) if is_cv_run(run_dir) else [run_dir]
-    if len(runs) > 1 and split == "train" and inputs is None:
+    new_data = inputs is not None or table is not None
+    if len(runs) > 1 and split == "train" and not new_data:
         raise MdnError("each fold of a cross-validation has its own training rows.", where="--split",
                        hint=f"use val (out of fold), test or all, or evaluate one fold's run ({run_dir}/fold-0).")  # fmt: skip
     loaded_runs = [load_run(path, checkpoint, device.value if device else None) for path in runs]
-    rows = inputs.stem if inputs is not None else split
+    rows = Path(inputs or table).stem if new_data else split
     folds = list(range(len(runs))) if len(runs) > 1 else [None]
 
     def part(loaded, fold):
-        if inputs is not None:
-            return Part(loaded, file_source(loaded, inputs, table), inputs.stem, fold)
+        source = new_source(loaded, inputs, table)
+        if source is not None:
+            return Part(loaded, source, rows, fold)
         return Part(loaded, split_source(loaded, split), row_splits(loaded, split), fold)
 
-    if len(runs) > 1 and split == "val" and inputs is None:  # out of fold: each model on its own held-out rows
+    if len(runs) > 1 and split == "val" and not new_data:  # out of fold: each model on its own held-out rows
         result, predictions_out = run_evaluation([part(loaded, fold) for loaded, fold in zip(loaded_runs, folds)], **options)
     elif len(runs) > 1:  # every fold's model on the same rows
         if bootstrap is not None:

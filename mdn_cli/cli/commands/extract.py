@@ -14,7 +14,6 @@ from mdn_cli.cli.app import (
     row_progress,
     show_summary,
 )
-from mdn_cli.errors import MdnError
 
 
 @app.command()
@@ -42,21 +41,13 @@ def extract(
     Example: mdn extract runs/png --layer fc1 --table new.csv -o new_fc1.h5   (a run that reads files)
     """
     from mdn_cli.extract import extract as run_extract
-    from mdn_cli.extract import file_source, split_source, table_source
+    from mdn_cli.extract import new_source, split_source
     from mdn_cli.runs import load_run
 
     loaded = load_run(run_dir, checkpoint, device.value if device else None)
-    reads_files = loaded.spec.data.path_column is not None
-    if not reads_files and (inputs is None) != (table is None):
-        raise MdnError("--inputs and --table go together.", where="--inputs" if inputs is None else "--table", hint="give both for new data, or neither to use --split.")
     for name in layer:
         loaded.network.feature_module(name, where="--layer", target=str(run_dir))  # unknown names fail here, before any output exists
-    if inputs is not None:
-        source = file_source(loaded, inputs, table)  # refuses a run that reads files, with the hint to give --table alone
-    elif table is not None:
-        source = table_source(loaded, table)
-    else:
-        source = split_source(loaded, split)
+    source = new_source(loaded, inputs, table) or split_source(loaded, split)
     progress = row_progress(quiet, "extract")
     with progress as advance:
         result = run_extract(loaded, layer, source, output, meta_out=meta_out, batch_size=batch_size, progress=advance)

@@ -123,8 +123,8 @@ def _cross_validate(spec, output: Path, folds: int, group_column, repeats: int, 
     from mdn_cli.cli.render_evaluate import render_cv
     from mdn_cli.crossval import cross_validate
 
-    if nproc > 1:
-        raise MdnError("--folds trains in one process.", where="--nproc", hint="leave out --nproc, or train the folds' specs one by one with --nproc.")
+    if nproc > 1 or int(os.environ.get("WORLD_SIZE", "1")) > 1:  # --nproc, or started by torchrun
+        raise MdnError("--folds trains in one process.", where="--nproc", hint="leave out --nproc (and torchrun), or train the folds' specs one by one with --nproc.")
     console = err_console()
     try:
         with TrainingProgress(console, enabled=not quiet) as progress:
