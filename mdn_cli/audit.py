@@ -20,18 +20,9 @@ from mdn_cli.data.features import open_features
 from mdn_cli.data.tables import align_table, read_table
 from mdn_cli.errors import MdnError, listing
 from mdn_cli.stats import distance_correlation
-from mdn_cli.validation import NonFiniteError, check_finite
+from mdn_cli.validation import NonFiniteError, check_finite, level_text
 
 STATISTIC = "dcor2_u: bias-corrected squared distance correlation (U-statistic)"
-
-
-def _value_text(value) -> str:
-    """Stratum values as the labels read: 0 rather than 0.0, strings unchanged."""
-    if isinstance(value, (float, np.floating)) and float(value).is_integer():
-        return str(int(value))
-    if isinstance(value, (np.integer, np.bool_)):
-        return str(value.item())
-    return str(value)
 
 
 @dataclass(frozen=True)
@@ -174,7 +165,7 @@ def audit_features(
     if by is not None:
         labels = table[by]
         for value in sorted(labels.dropna().unique(), key=lambda v: (str(type(v)), v)):
-            strata.append((f"{by}={_value_text(value)}", (labels == value).to_numpy()))
+            strata.append((f"{by}={level_text(value)}", (labels == value).to_numpy()))
 
     def column(name: str) -> tuple[np.ndarray, bool]:
         series = table[name]

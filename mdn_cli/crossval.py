@@ -21,6 +21,7 @@ from mdn_cli.data.folds import FoldError, assign_folds
 from mdn_cli.data.training import load_training_data
 from mdn_cli.errors import MdnError, did_you_mean
 from mdn_cli.fileio import atomic_path, atomic_write_text, read_json
+from mdn_cli.stats.metrics import mean_sd
 from mdn_cli.train import Progress, train
 
 CV_FILE = "cv.json"
@@ -77,14 +78,6 @@ def _flat_metrics(epoch: dict) -> dict:
     return row
 
 
-def _mean_sd(values: list) -> dict:
-    present = [v for v in values if v is not None]
-    if not present:
-        return {"mean": None, "sd": None, "n": 0}
-    sd = float(np.std(present, ddof=1)) if len(present) > 1 else None
-    return {"mean": float(np.mean(present)), "sd": sd, "n": len(present)}
-
-
 def summarise(run_dir: Path, runs: list[dict]) -> dict:
     """Per fold (last epoch) and mean ± sd (sample sd over the folds) of the val metrics and dcor²."""
     for fold in runs:
@@ -92,7 +85,7 @@ def summarise(run_dir: Path, runs: list[dict]) -> dict:
         fold["metrics"] = _flat_metrics(summary["last"] or {})
         fold["epochs"] = summary["epochs"]
     names = list(dict.fromkeys(name for fold in runs for name in fold["metrics"]))
-    return {name: _mean_sd([fold["metrics"].get(name) for fold in runs]) for name in names}
+    return {name: mean_sd([fold["metrics"].get(name) for fold in runs]) for name in names}
 
 
 def cross_validate(

@@ -58,6 +58,7 @@ def session(device: str) -> Iterator[World]:
     dist.init_process_group("nccl" if use_cuda else "gloo")
     try:
         yield world()
+        dist.barrier()  # every process is done before the group goes (rank 0 may still be writing)
     finally:
         dist.destroy_process_group()
 

@@ -28,6 +28,7 @@ from mdn_cli.stats.metrics import (
     bootstrap_intervals,
     gaps,
     group_table,
+    mean_sd,
     overall_metrics,
     quantile_groups,
 )
@@ -212,16 +213,14 @@ def across_folds(results: Sequence[dict], predictions: Sequence[pd.DataFrame], f
     first = results[0]
     names = [name for name in first["overall"] if name != "confusion_matrix"]
 
-    def mean_sd(values: list) -> tuple[Optional[float], Optional[float]]:
-        present = [value for value in values if value is not None]
-        if not present:
-            return None, None
-        return float(np.mean(present)), (float(np.std(present, ddof=1)) if len(present) > 1 else None)
+    def summary(values: list) -> tuple[Optional[float], Optional[float]]:
+        stats = mean_sd(values)
+        return stats["mean"], stats["sd"]
 
-    overall = {name: mean_sd([r["overall"][name] for r in results]) for name in names}
+    overall = {name: summary([r["overall"][name] for r in results]) for name in names}
     by_group = []
     for i, row in enumerate(first["by_group"]):
-        stats = {name: mean_sd([r["by_group"][i][name] for r in results]) for name in names}
+        stats = {name: summary([r["by_group"][i][name] for r in results]) for name in names}
         by_group.append({"column": row["column"], "group": row["group"], "n": row["n"],
                          **{name: mean for name, (mean, _) in stats.items()}, "sd": {name: sd for name, (_, sd) in stats.items()}})  # fmt: skip
     result = {

@@ -14,7 +14,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _NormBase
 
 from mdn_cli.errors import MdnError, did_you_mean, listing
-from mdn_cli.models import Network, _no_layer
+from mdn_cli.models import Network, layer_issue
 from mdn_cli.nn import MetadataNormBase
 from mdn_cli.runs import CHECKPOINT_KEYS, load_state_file
 
@@ -154,7 +154,7 @@ def freeze(spec, network: Network) -> None:
     """Turn off the gradients of ``train.freeze``'s modules; an unknown name is a spec error."""
     names = network.layer_names()
     target = str(spec.source or "SPEC")
-    issues = [(f"train.freeze[{i}]", *_no_layer(name, names, target)) for i, name in enumerate(spec.train.freeze) if name not in names]
+    issues = [(f"train.freeze[{i}]", *layer_issue(name, names, target)) for i, name in enumerate(spec.train.freeze) if name not in names]
     if issues:
         raise spec.error(issues)
     modules = dict(network.body.named_modules())

@@ -72,7 +72,7 @@ def make_variant(mdn, num_design: int, num_preserved: int, momentum: float | Non
     return LazyMetadataNorm(num_design, num_preserved, mdn.momentum if momentum is ... else momentum)
 
 
-def _no_layer(name: str, names: Sequence[str], target: str = "SPEC") -> tuple[str, str]:
+def layer_issue(name: str, names: Sequence[str], target: str = "SPEC") -> tuple[str, str]:
     """Message and hint for a layer name the model does not have: the closest names, else the names themselves.
 
     ``target`` is what the user gave (a spec file or a run directory), so the hint's
@@ -83,7 +83,7 @@ def _no_layer(name: str, names: Sequence[str], target: str = "SPEC") -> tuple[st
 
 
 def unknown_layer(name: str, names: Sequence[str], where: str, target: str = "SPEC") -> MdnError:
-    message, hint = _no_layer(name, names, target)
+    message, hint = layer_issue(name, names, target)
     return MdnError(message, where=where, hint=hint)
 
 
@@ -99,7 +99,7 @@ def build_network(spec, num_design: int, num_preserved: int, sample_shape: Seque
     wanted = [(f"model.mdn_after[{i}]", n) for i, n in enumerate(model_spec.mdn_after)]
     if spec.train.monitor is not None:
         wanted.append(("train.monitor", spec.train.monitor))
-    issues = [(where, *_no_layer(n, names, str(spec.source or "SPEC"))) for where, n in wanted if n not in names]
+    issues = [(where, *layer_issue(n, names, str(spec.source or "SPEC"))) for where, n in wanted if n not in names]
     if issues:
         raise spec.error(issues)
     attached = attach_metadata_norm(body, model_spec.mdn_after, lambda _name: make_mdn())

@@ -28,7 +28,7 @@ from mdn_cli.finetune import init_message, keep_frozen_norms_in_eval, prepare_ne
 from mdn_cli.models import Network, build_network
 from mdn_cli.nn import CollinearDesignError, fit_gram, mdn_penalty, metadata, metadata_norm_layers, penalty_parameters, set_sync
 from mdn_cli.runs import CHECKPOINT_FORMAT, check_run_dir, load_checkpoint, save_checkpoint
-from mdn_cli.training_options import autocast, balanced_class_weights, check_precision, grad_scaler, make_scheduler, weighted_loss
+from mdn_cli.training_options import autocast, balanced_class_weights, check_precision, grad_scaler, make_scheduler, task_loss
 from mdn_cli.stats.metrics import overall_metrics
 
 Progress = Callable[..., None]
@@ -65,22 +65,12 @@ def build_run(spec: Spec, *, fine_tune: bool = True) -> Run:
     return Run(spec, data, network.to(device), device, init_report)
 
 
-def _loss_fn(task: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    if task == "multiclass":
-        return nn.functional.cross_entropy
-    if task == "binary":
-        return lambda out, y: nn.functional.binary_cross_entropy_with_logits(out[:, 0], y)
-    return lambda out, y: nn.functional.mse_loss(out[:, 0], y)
-
-
 def _train_loss_fn(run: Run) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """The training loss: the task's, weighted by ``train.class_weights`` when set (validation stays unweighted)."""
-    task = run.spec.train.task
     if run.spec.train.class_weights is None:
-        return _loss_fn(task)
+        return task_loss(run.spec.train.task)
     train_targets = run.data.targets[run.data.splits["train"]]
-    weights = balanced_class_weights(train_targets, run.data.classes, where=str(run.spec.data.table))
-    return weighted_loss(task, weights)
+    return task_loss(run.spec.train.task, balanced_class_weights(train_targets, run.data.classes, where=str(run.spec.data.table)))
 
 
 def _correct(task: str, out: torch.Tensor, y: torch.Tensor) -> int:
@@ -110,7 +100,7 @@ def _optimizer(spec: Spec, params) -> torch.optim.Optimizer:
 def evaluate(run: Run, split: str, capture: str | None = None, batch_size: int | None = None) -> tuple[dict, np.ndarray | None]:
     """Loss (and accuracy) on a split in eval mode; the features of layer ``capture`` if given."""
     network, task = run.network, run.spec.train.task
-    loss_fn = _loss_fn(task)
+    loss_fn = task_loss(task)
     captured: list[torch.Tensor] = []
     handle = None
     if capture is not None:

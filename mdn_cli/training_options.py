@@ -57,12 +57,14 @@ def balanced_class_weights(targets: torch.Tensor, classes: list, where: str) -> 
     return (len(targets) / (len(classes) * counts.double())).float()
 
 
-def weighted_loss(task: str, weights: torch.Tensor) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """The task's loss with class weights: binary through ``pos_weight = w1 / w0``, multiclass through ``weight``."""
+def task_loss(task: str, weights: torch.Tensor | None = None) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """The task's loss, optionally with class weights: binary through ``pos_weight = w1 / w0``, multiclass through ``weight``."""
+    if task == "regression":
+        return lambda out, y: nn.functional.mse_loss(out[:, 0], y)
     if task == "binary":
-        pos_weight = (weights[1] / weights[0]).reshape(1)
-        return lambda out, y: nn.functional.binary_cross_entropy_with_logits(out[:, 0], y, pos_weight=pos_weight.to(out.device))
-    return lambda out, y: nn.functional.cross_entropy(out, y, weight=weights.to(out.device))
+        pos_weight = None if weights is None else (weights[1] / weights[0]).reshape(1)
+        return lambda out, y: nn.functional.binary_cross_entropy_with_logits(out[:, 0], y, pos_weight=None if pos_weight is None else pos_weight.to(out.device))
+    return lambda out, y: nn.functional.cross_entropy(out, y, weight=None if weights is None else weights.to(out.device))
 
 
 # -- mixed precision ----------------------------------------------------------------------------

@@ -34,3 +34,12 @@ def check_finite(matrix, row_names: Sequence | None = None, offset: int = 0) -> 
         names = [row_names[i] for i in positions] if row_names is not None else positions.tolist()
         label = "ids" if row_names is not None else "rows"
         raise NonFiniteError(f"features contain NaN or Inf in {bad.size} {label}: {listing(names)}.", positions)
+
+
+def level_text(value) -> str:
+    """A group or stratum value as the table reads: 3 rather than 3.0, strings unchanged."""
+    if isinstance(value, (float, np.floating)) and float(value).is_integer():
+        return str(int(value))
+    if isinstance(value, (np.integer, np.bool_)):
+        return str(value.item())
+    return str(value)

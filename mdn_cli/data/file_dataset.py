@@ -190,7 +190,7 @@ class RowBatches(Sampler):
             yield tuple(rows[start : start + self.batch_size].tolist()), epoch, training
 
 
-class _Batches(Dataset):
+class SampleBatches(Dataset):
     """Whole batches for RowBatches' keys; an error is returned, not raised, so that it reaches the main process whole."""
 
     def __init__(self, samples: FileSamples):
@@ -239,7 +239,7 @@ def loader(
     Workers need no seeding: each sample's random numbers come from (seed, epoch, row).
     """
     return FileLoader(
-        _Batches(samples),
+        SampleBatches(samples),
         batch_size=None,
         sampler=RowBatches(samples, rows, batch_size, shuffle_seed),
         num_workers=num_workers,

@@ -21,7 +21,7 @@ from mdn_cli.data.file_dataset import (
     FileLoader,
     FileSamples,
     SampleTransformError,
-    _Batches,
+    SampleBatches,
     check_files,
     check_shapes,
 )
@@ -124,7 +124,7 @@ class FileProvider:
     def batches(self, batches: Sequence[np.ndarray], epoch: int | None = None) -> Iterator[torch.Tensor]:
         self._sampler.keys = [(tuple(np.asarray(rows).tolist()), epoch or 0, epoch is not None) for rows in batches if len(rows)]
         if self._loader is None:
-            self._loader = FileLoader(_Batches(self.samples), batch_size=None, sampler=self._sampler, num_workers=self.num_workers,
+            self._loader = FileLoader(SampleBatches(self.samples), batch_size=None, sampler=self._sampler, num_workers=self.num_workers,
                                       pin_memory=self.pin_memory, persistent_workers=self.num_workers > 0)
         loaded = iter(self._loader)
         for rows in batches:

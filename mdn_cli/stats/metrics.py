@@ -22,6 +22,8 @@ import pandas as pd
 import sklearn
 from sklearn import metrics as skm
 
+from mdn_cli.validation import level_text
+
 METRICS_BY_TASK: dict[str, tuple[str, ...]] = {
     "binary": ("accuracy", "balanced_accuracy", "roc_auc", "average_precision", "f1", "log_loss", "brier"),
     "multiclass": ("accuracy", "balanced_accuracy", "macro_f1", "log_loss", "confusion_matrix"),
@@ -60,18 +62,9 @@ class MetricValues:
 # ----------------------------------------------------------------------------------------------
 
 
-def _text(value) -> str:
-    """A level as the table reads: 3 rather than 3.0, strings unchanged."""
-    if isinstance(value, (float, np.floating)) and float(value).is_integer():
-        return str(int(value))
-    if isinstance(value, (np.integer, np.bool_)):
-        return str(value.item())
-    return str(value)
-
-
 def _listing(values: Sequence, limit: int = 5) -> str:
     values = list(values)
-    shown = ", ".join(_text(value) for value in values[:limit])
+    shown = ", ".join(level_text(value) for value in values[:limit])
     return shown + (f" and {len(values) - limit} more" if len(values) > limit else "")
 
 
@@ -281,8 +274,8 @@ def _levels(values: pd.Series) -> pd.Series:
         order = list(values.cat.categories)
     else:
         order = sorted(values.dropna().unique(), key=lambda value: (str(type(value)), value))
-    texts = list(dict.fromkeys(_text(value) for value in order))
-    labelled = values.astype(object).map(lambda value: None if pd.isna(value) else _text(value))
+    texts = list(dict.fromkeys(level_text(value) for value in order))
+    labelled = values.astype(object).map(lambda value: None if pd.isna(value) else level_text(value))
     return pd.Series(pd.Categorical(labelled, categories=texts, ordered=True), index=values.index, name=values.name)
 
 
@@ -341,7 +334,7 @@ def _columns(groups: Optional[Mapping[str, pd.Series]], n: int) -> list[_Column]
         if not isinstance(labels.dtype, pd.CategoricalDtype):
             labels = _levels(labels)
         present = labels.notna().to_numpy()
-        masks = {_text(group): (labels == group).to_numpy() & present for group in labels.cat.categories}
+        masks = {level_text(group): (labels == group).to_numpy() & present for group in labels.cat.categories}
         masks = {group: mask for group, mask in masks.items() if mask.any()}
         if len(masks) < 2:
             raise MetricsInputError(
@@ -505,3 +498,14 @@ def bootstrap_intervals(
             for row in point_rows for name in names
         ],
     }
+
+
+def mean_sd(values: Sequence) -> dict:
+    """``{"mean", "sd", "n"}`` of the values that are not None (sd: the sample sd, ddof 1; None below two).
+
+    How results over folds (or over the folds' models) are summarised.
+    """
+    present = [float(v) for v in values if v is not None]
+    if not present:
+        return {"mean": None, "sd": None, "n": 0}
+    return {"mean": float(np.mean(present)), "sd": float(np.std(present, ddof=1)) if len(present) > 1 else None, "n": len(present)}

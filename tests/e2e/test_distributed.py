@@ -44,6 +44,7 @@ def _worker(rank: int, world_size: int, rendezvous: str, runs: list[tuple[str, s
     try:
         for spec_path, run_dir in runs:
             train(load_spec(spec_path), run_dir)
+        dist.barrier()  # both done before the group goes (rank 0 may still be writing)
     finally:
         dist.destroy_process_group()
 

@@ -16,7 +16,7 @@ from mdn_cli.config import SpecError, TrainSpec, dump_spec, load_spec, same_trai
 from mdn_cli.errors import MdnError
 from mdn_cli.nn import MetadataNorm, fit_gram, metadata
 from mdn_cli.train import Trainer, _train_loss_fn, build_run, train
-from mdn_cli.training_options import balanced_class_weights, make_scheduler, weighted_loss
+from mdn_cli.training_options import balanced_class_weights, make_scheduler, task_loss
 from tests.helpers import SMALL_BASELINE, SMALL_MDN, make_small_data, mdn, write_spec
 
 
@@ -133,12 +133,12 @@ def test_weighted_losses_against_the_formulas_written_out():
     w = torch.tensor([0.625, 2.5])
     sig = torch.sigmoid(z[:, 0])
     expected = -(w[1] / w[0] * y * sig.log() + (1 - y) * (1 - sig).log()).mean()
-    assert float(weighted_loss("binary", w)(z, y)) == pytest.approx(float(expected), rel=1e-5)
+    assert float(task_loss("binary", w)(z, y)) == pytest.approx(float(expected), rel=1e-5)
     logits, labels = torch.randn(9, 3), torch.tensor([0, 1, 2, 2, 2, 0, 2, 2, 1])
     wc = torch.tensor([1.5, 1.5, 0.6])
     nll = -logits.log_softmax(1)[torch.arange(9), labels]
     expected = (wc[labels] * nll).sum() / wc[labels].sum()
-    assert float(weighted_loss("multiclass", wc)(logits, labels)) == pytest.approx(float(expected), rel=1e-5)
+    assert float(task_loss("multiclass", wc)(logits, labels)) == pytest.approx(float(expected), rel=1e-5)
 
 
 def test_the_runs_weights_come_from_its_training_rows(folder, tmp_path):

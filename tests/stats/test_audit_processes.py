@@ -40,6 +40,7 @@ def _worker(rank: int, world_size: int, rendezvous: str, out: str) -> None:
         results = audit(shared=True)
         with open(f"{out}.{rank}", "w") as f:
             json.dump(results, f)
+        dist.barrier()  # both done before the group goes (rank 0 may still be writing)
     finally:
         dist.destroy_process_group()
 
