@@ -9,7 +9,7 @@ checkpoint (``--resume``, ``extract``, ``refit``, ``layers``, ``--checkpoint PAT
 from __future__ import annotations
 
 import pickle
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -128,14 +128,17 @@ class LoadedRun:
     network: Network
     device: torch.device
     design: DesignMatrix
+    _data: TrainingData | None = field(default=None, repr=False)
 
     @property
     def sample_shape(self) -> tuple[int, ...]:
         return tuple(self.state["sample_shape"])
 
     def training_data(self) -> TrainingData:
-        """The run's own data with the splits it was trained with (its files must still be there)."""
-        return load_training_data(self.spec, self.spec.train.seed)
+        """The run's own data with the splits it was trained with (its files must still be there), read once."""
+        if self._data is None:
+            self._data = load_training_data(self.spec, self.spec.train.seed)
+        return self._data
 
 
 def load_run(run_dir: str | Path, checkpoint: str = "best", device: str | None = None) -> LoadedRun:

@@ -35,19 +35,24 @@ def _read_text(path: Path) -> str:
         raise fail(f"cannot read it ({exc.strerror})", "check the file's permissions.") from None
 
 
+def _resolved(base: Path, value: str) -> Path:
+    """A path of the spec made absolute: ``~`` expanded, relative to the spec file's folder ``base``."""
+    return Path(os.path.normpath(base / Path(value).expanduser()))
+
+
 def _resolve_paths(raw: dict[str, Any], base: Path, check_files: bool = True) -> list[Problem]:
     """Make `data.inputs`, `data.table`, `data.split_file` and `data.root` absolute (relative to the spec's folder) and check they exist."""
     data = raw.get("data")
     problems = []
     if isinstance(data, dict) and isinstance(data.get("root"), str):
-        root = Path(os.path.normpath(base / Path(data["root"]).expanduser()))
+        root = _resolved(base, data["root"])
         data["root"] = str(root)
         if check_files and not root.is_dir():
             problems.append((("data", "root"), f"folder not found: {root}", f"paths are relative to the spec file's folder ({base})."))
     for key in ("inputs", "table", "split_file"):
         if not isinstance(data, dict) or not isinstance(data.get(key), str):
             continue
-        resolved = Path(os.path.normpath(base / Path(data[key]).expanduser()))
+        resolved = _resolved(base, data[key])
         data[key] = str(resolved)
         if resolved.is_dir():
             problems.append((("data", key), f"{resolved} is a directory, not a file", "name the file inside it."))
@@ -61,7 +66,7 @@ def _resolve_init_path(raw: dict[str, Any], base: Path, check_files: bool = True
     init = raw.get("model", {}).get("init") if isinstance(raw.get("model"), dict) else None
     if not isinstance(init, dict) or not isinstance(init.get("path"), str):
         return []
-    resolved = Path(os.path.normpath(base / Path(init["path"]).expanduser()))
+    resolved = _resolved(base, init["path"])
     init["path"] = str(resolved)
     if resolved.is_dir():
         return [(("model", "init", "path"), f"{resolved} is a directory, not a file", "name the weights file (.pt) inside it.")]

@@ -63,20 +63,6 @@ def align_table(table: pd.DataFrame, ids: np.ndarray | None, id_column: str | No
 
 
 
-def rows_where(table: pd.DataFrame, condition: str, table_name: str) -> np.ndarray:
-    """Boolean mask of ``COLUMN=VALUE`` (e.g. ``split=train``), compared as text."""
-    column, sep, value = condition.partition("=")
-    if not sep or not column:
-        raise MdnError(f"{condition!r} is not of the form COLUMN=VALUE.", where="--fit-on", hint="e.g. --fit-on split=train.")
-    if column not in table.columns:
-        raise MdnError(f"the table has no column {column!r}.", where=table_name, hint=f"columns are: {', '.join(map(str, table.columns))}.")
-    mask = (table[column].astype(str) == value).to_numpy()
-    if not mask.any():
-        found = ", ".join(sorted(table[column].astype(str).unique())[:10])
-        raise MdnError(f"no feature row has {column}={value} (values: {found}).", where="--fit-on", hint="fit on rows that exist in the features.")
-    return mask
-
-
 def row_names(table: pd.DataFrame, rows: np.ndarray, id_column: str | None) -> list:
     """How rows are named in messages: their ids when there is an id column, else their numbers."""
     return list(table[id_column].iloc[rows]) if id_column else [int(r) for r in rows]

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
+import numpy as np
+import pandas as pd
 import typer
 
 from mdn_cli.cli.app import (
@@ -41,7 +43,6 @@ def residualize(
     """
     from mdn_cli import residualize as rz
     from mdn_cli.data.features import open_features
-    from mdn_cli.data.tables import rows_where
 
     if model is not None and (columns or preserve or categorical or fit_on):
         raise MdnError("--model applies a fitted model; --columns, --preserve, --categorical and --fit-on belong to fitting.", where="--model", hint="drop them, or drop --model to fit anew.")
@@ -52,8 +53,22 @@ def residualize(
     if model is not None:
         fitted = rz.Residualizer.load(model)
     else:
-        fit_rows = rows_where(rows, fit_on, table) if fit_on else None
+        fit_rows = _rows_where(rows, fit_on, table) if fit_on else None
         fitted = rz.fit(features, rows, names(columns), names(preserve) or (), names(categorical) or (), fit_rows, ridge)
         fitted.info["fit_on"] = fit_on or "all rows"
     result = rz.apply(fitted, features, rows, table, output, save_model)
     show_summary(result, fmt, f"wrote {output}")
+
+
+def _rows_where(table: pd.DataFrame, condition: str, table_name: str) -> np.ndarray:
+    """The rows of ``--fit-on COLUMN=VALUE`` (e.g. ``split=train``) as a boolean mask, compared as text."""
+    column, sep, value = condition.partition("=")
+    if not sep or not column:
+        raise MdnError(f"{condition!r} is not of the form COLUMN=VALUE.", where="--fit-on", hint="e.g. --fit-on split=train.")
+    if column not in table.columns:
+        raise MdnError(f"the table has no column {column!r}.", where=table_name, hint=f"columns are: {', '.join(map(str, table.columns))}.")
+    mask = (table[column].astype(str) == value).to_numpy()
+    if not mask.any():
+        found = ", ".join(sorted(table[column].astype(str).unique())[:10])
+        raise MdnError(f"no feature row has {column}={value} (values: {found}).", where="--fit-on", hint="fit on rows that exist in the features.")
+    return mask
