@@ -21,8 +21,9 @@ from mdn_cli.audit import audit_features
 from mdn_cli.errors import MdnError, did_you_mean
 from mdn_cli.extract import Source
 from mdn_cli.fileio import atomic_write_text
-from mdn_cli.nn import metadata
+from mdn_cli.nn import layer_outputs, metadata
 from mdn_cli.runs import LoadedRun
+from mdn_cli.training_options import scores
 from mdn_cli.stats.metrics import (
     MetricsInputError,
     bootstrap_intervals,
@@ -41,30 +42,15 @@ def predict(loaded: LoadedRun, source: Source, layer: Optional[str], batch_size:
     (multiclass), the prediction (regression).
     """
     network, device, task = loaded.network, loaded.device, loaded.spec.train.task
-    captured: list[torch.Tensor] = []
-    handle = None
-    if layer is not None:
-        handle = network.feature_module(layer, where="--layer", target=str(loaded.run_dir)).register_forward_hook(
-            lambda _m, _i, out: captured.append(out.detach().reshape(out.shape[0], -1).float().cpu())
-        )
+    watched = {layer: network.feature_module(layer, where="--layer", target=str(loaded.run_dir))} if layer is not None else {}
     outputs = []
     network.eval()
-    try:
-        with torch.no_grad():
-            for _part, x, design in source.batches(batch_size or loaded.spec.train.batch_size):
-                with metadata(network, design.to(device)):
-                    outputs.append(network(x.to(device)).double().cpu())
-    finally:
-        if handle is not None:
-            handle.remove()
-    out = torch.cat(outputs)
-    if task == "multiclass":
-        score = torch.softmax(out, dim=1)
-    elif task == "binary":
-        score = torch.sigmoid(out[:, 0])
-    else:
-        score = out[:, 0]
-    return score.numpy(), (torch.cat(captured).numpy() if captured else None)
+    with torch.no_grad(), layer_outputs(watched, keep=lambda out: out.detach().reshape(out.shape[0], -1).float().cpu()) as captured:
+        for _part, x, design in source.batches(batch_size or loaded.spec.train.batch_size):
+            with metadata(network, design.to(device)):
+                outputs.append(network(x.to(device)).double().cpu())
+    features = torch.cat(captured[layer]).numpy() if layer is not None else None
+    return scores(task, torch.cat(outputs)).numpy(), features
 
 
 def _check_by(by: Sequence[str], table: pd.DataFrame) -> list[str]:

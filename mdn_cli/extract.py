@@ -31,7 +31,7 @@ from mdn_cli.data.h5 import CHUNK_BYTES, create_chunked, open_h5_dataset, read_i
 from mdn_cli.data.tables import align_table, read_table
 from mdn_cli.errors import MdnError
 from mdn_cli.fileio import atomic_path
-from mdn_cli.nn import MetadataNormBase, metadata
+from mdn_cli.nn import MetadataNormBase, layer_outputs, metadata
 from mdn_cli.runs import LoadedRun
 
 SPLIT_CHOICES = ("train", "val", "test", "all")
@@ -210,13 +210,8 @@ def extract(
     batch_size = batch_size or loaded.spec.train.batch_size
     n = len(source.ids)
     started = time.perf_counter()
-    captured: dict[str, torch.Tensor] = {}
-    handles = [
-        module.register_forward_hook(lambda _m, _i, out, name=name: captured.__setitem__(name, out.detach()))
-        for name, module in modules.items()
-    ]
     shapes: dict[str, list[int]] = {}
-    try:
+    with layer_outputs(modules) as captured:
         with contextlib.ExitStack() as outputs:  # exits in reverse: both renamed only when all went well
             tmp = outputs.enter_context(atomic_path(output))
             meta_tmp = outputs.enter_context(atomic_path(meta_out)) if meta_out is not None else None
@@ -225,11 +220,10 @@ def extract(
                 network.eval()
                 with torch.no_grad():
                     for part, x, design in source.batches(batch_size):
-                        captured.clear()
                         with metadata(network, design.to(device)):
                             network(x.to(device))
                         for name in layers:
-                            out = captured[name]
+                            out = captured[name].pop()  # streamed: nothing of past batches is kept
                             flat = out.reshape(out.shape[0], -1).float().cpu().numpy()
                             if name not in datasets:
                                 shapes[name] = list(out.shape[1:])
@@ -242,9 +236,6 @@ def extract(
                 f.attrs.update(_file_attrs(loaded, layers, source))
             if meta_tmp is not None:
                 meta_table(loaded, source).to_csv(meta_tmp, index=False)
-    finally:
-        for handle in handles:
-            handle.remove()
     seconds = time.perf_counter() - started
     return {
         "output": str(output),

@@ -26,9 +26,9 @@ from mdn_cli.errors import MdnError
 from mdn_cli.fileio import atomic_write_text, interrupts_deferred
 from mdn_cli.finetune import init_message, keep_frozen_norms_in_eval, prepare_network
 from mdn_cli.models import Network, build_network
-from mdn_cli.nn import CollinearDesignError, fit_gram, mdn_penalty, metadata, metadata_norm_layers, penalty_parameters, set_sync
+from mdn_cli.nn import CollinearDesignError, fit_gram, layer_outputs, mdn_penalty, metadata, metadata_norm_layers, penalty_parameters, set_sync
 from mdn_cli.runs import CHECKPOINT_FORMAT, check_run_dir, load_checkpoint, save_checkpoint
-from mdn_cli.training_options import autocast, balanced_class_weights, check_precision, grad_scaler, make_scheduler, task_loss
+from mdn_cli.training_options import autocast, balanced_class_weights, check_precision, grad_scaler, make_scheduler, scores, task_loss
 from mdn_cli.stats.metrics import overall_metrics
 
 Progress = Callable[..., None]
@@ -81,8 +81,7 @@ def _correct(task: str, out: torch.Tensor, y: torch.Tensor) -> int:
 
 def _ranked_metrics(task: str, out: torch.Tensor, targets: torch.Tensor, split: str) -> dict:
     """Balanced accuracy (and ROC AUC for binary) of a split, from stats.metrics (scikit-learn); None when undefined."""
-    score = torch.softmax(out, dim=1) if task == "multiclass" else torch.sigmoid(out[:, 0])
-    values = overall_metrics(task, targets.long().numpy(), score.numpy()).values
+    values = overall_metrics(task, targets.long().numpy(), scores(task, out).numpy()).values
     metrics = {f"{split}_balanced_acc": values["balanced_accuracy"]}
     if task == "binary":
         metrics[f"{split}_auc"] = values["roc_auc"]
@@ -101,17 +100,12 @@ def evaluate(run: Run, split: str, capture: str | None = None, batch_size: int |
     """Loss (and accuracy) on a split in eval mode; the features of layer ``capture`` if given."""
     network, task = run.network, run.spec.train.task
     loss_fn = task_loss(task)
-    captured: list[torch.Tensor] = []
-    handle = None
-    if capture is not None:
-        handle = network.feature_module(capture).register_forward_hook(
-            lambda _m, _i, out: captured.append(out.detach().reshape(out.shape[0], -1).float().cpu())
-        )
+    watched = {capture: network.feature_module(capture)} if capture is not None else {}
     network.eval()
     total_loss, correct, n = 0.0, 0, 0
     outputs: list[torch.Tensor] = []
     try:
-        with torch.no_grad():
+        with torch.no_grad(), layer_outputs(watched, keep=lambda out: out.detach().reshape(out.shape[0], -1).float().cpu()) as captured:
             for _rows, x, design, y in run.data.batches(split, batch_size or run.spec.train.batch_size):
                 x, design, y = x.to(run.device), design.to(run.device), y.to(run.device)
                 with metadata(network, design):
@@ -122,14 +116,12 @@ def evaluate(run: Run, split: str, capture: str | None = None, batch_size: int |
                     outputs.append(out.detach().double().cpu())
                 n += len(y)
     finally:
-        if handle is not None:
-            handle.remove()
         network.train()
     metrics = {f"{split}_loss": total_loss / n}
     if task != "regression":
         metrics[f"{split}_acc"] = correct / n
         metrics.update(_ranked_metrics(task, torch.cat(outputs), run.data.targets[run.data.splits[split]], split))
-    features = torch.cat(captured).numpy() if captured else None
+    features = torch.cat(captured[capture]).numpy() if capture is not None else None
     return metrics, features
 
 

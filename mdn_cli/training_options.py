@@ -67,6 +67,13 @@ def task_loss(task: str, weights: torch.Tensor | None = None) -> Callable[[torch
     return lambda out, y: nn.functional.cross_entropy(out, y, weight=None if weights is None else weights.to(out.device))
 
 
+def scores(task: str, out: torch.Tensor) -> torch.Tensor:
+    """What the metrics take from the network's output: P(class 1) (binary), per-class probabilities (multiclass), the prediction (regression)."""
+    if task == "multiclass":
+        return torch.softmax(out, dim=1)
+    return torch.sigmoid(out[:, 0]) if task == "binary" else out[:, 0]
+
+
 # -- mixed precision ----------------------------------------------------------------------------
 _AUTOCAST_DTYPES = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
 

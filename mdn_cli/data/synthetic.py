@@ -37,12 +37,14 @@ class SyntheticSet:
     table: pd.DataFrame  # id, label, cf, mf, split
 
 
-def make_synthetic(per_group: int, seed: int = 0) -> SyntheticSet:
+def make_synthetic(per_group: int, seed: int = 0, lows: tuple[float, float] = (1.0, 3.0), width: float = 3.0) -> SyntheticSet:
+    """Group g draws mf and cf from U(lows[g], lows[g] + width): the MDN paper's U(1, 4) / U(3, 6) by
+    default; the R-MDN reference's data are lows (3, 4), width 2 (benchmarks/rmdn_reference_data.py)."""
     rng = np.random.default_rng(seed)
     label = np.repeat([0, 1], per_group)
-    low = np.where(label == 0, 1.0, 3.0)
-    mf = low + 3.0 * rng.random(2 * per_group)
-    cf = low + 3.0 * rng.random(2 * per_group)
+    low = np.where(label == 0, lows[0], lows[1])
+    mf = low + width * rng.random(2 * per_group)
+    cf = low + width * rng.random(2 * per_group)
     bump = gaussian_bump().astype(np.float32)
     images = np.zeros((2 * per_group, 1, SIZE, SIZE), dtype=np.float32)
     q = QUADRANT

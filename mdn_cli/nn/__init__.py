@@ -13,6 +13,7 @@ from mdn_cli.nn.helpers import (
     attach_key,
     attach_metadata_norm,
     fit_gram,
+    layer_outputs,
     mdn_penalty,
     metadata,
     metadata_norm_layers,
@@ -33,6 +34,6 @@ from mdn_cli.nn.modules import (
 __all__ = [
     "CollinearDesignError", "LazyMetadataNorm", "LazyPenaltyMetadataNorm", "LazyRecursiveMetadataNorm", "MetadataNorm",
     "MetadataNormBase", "PenaltyMetadataNorm", "RecursiveMetadataNorm", "attach_key", "attach_metadata_norm", "batch_beta",
-    "batch_metadata_norm", "fit_gram", "gram_inverse", "mdn_penalty", "metadata", "metadata_norm", "metadata_norm_layers",
+    "batch_metadata_norm", "fit_gram", "gram_inverse", "layer_outputs", "mdn_penalty", "metadata", "metadata_norm", "metadata_norm_layers",
     "penalty_metadata_norm", "penalty_parameters", "refit_beta", "rls_update", "set_sync",
 ]

@@ -10,7 +10,7 @@ Metadata reach the layers per batch without becoming model state::
 from __future__ import annotations
 
 import contextlib
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -149,3 +149,18 @@ def attach_key(name: str) -> str:
     """ModuleDict key for an attachment point (dots are not allowed in module names)."""
     return name.replace(".", "__")
 
+
+@contextlib.contextmanager
+def layer_outputs(modules: Mapping[str, nn.Module], keep: Callable[[torch.Tensor], torch.Tensor] = torch.Tensor.detach) -> Iterator[dict[str, list[torch.Tensor]]]:
+    """What ``modules`` (name -> module) output during the block: name -> one ``keep(output)`` per forward pass.
+
+    The one way the workflows read a layer's features (training's monitor, extract, evaluate);
+    a caller that streams them pops each batch once it has used it.
+    """
+    outputs: dict[str, list[torch.Tensor]] = {name: [] for name in modules}
+    handles = [module.register_forward_hook(lambda _m, _i, out, name=name: outputs[name].append(keep(out))) for name, module in modules.items()]
+    try:
+        yield outputs
+    finally:
+        for handle in handles:
+            handle.remove()
