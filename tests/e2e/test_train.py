@@ -197,7 +197,7 @@ def test_debug_env_shows_traceback(small_data, tmp_path):
 
 def test_help_and_version():
     assert mdn("--version").stdout.startswith("mdn ")
-    for command in ("synth", "validate", "train", "report", "audit", "layers", "extract", "refit", "residualize"):
+    for command in ("synth", "validate", "train", "pack", "report", "audit", "layers", "extract", "evaluate", "refit", "residualize"):
         result = mdn(command, "--help")
         assert result.returncode == 0 and "Example" in result.stdout, command
 
