@@ -22,7 +22,8 @@ import torch
 from torch import nn
 
 from mdn_cli.cli import reuse_freed_memory
-from mdn_cli.nn import MetadataNorm, PenaltyMetadataNorm, RecursiveMetadataNorm, mdn_penalty, metadata
+from mdn_cli.nn import MetadataNorm, PenaltyMetadataNorm, RecursiveMetadataNorm, metadata, penalty_parameters
+from mdn_cli.train import fit_penalty_betas
 
 DESIGN = 3  # label (preserved), confounder, intercept
 WIDTHS = {"conv1": (16, 28, 28), "conv2": (32, 24, 24), "fc1": (84,)}
@@ -92,18 +93,24 @@ def batch(size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
 
 
 def timed_steps(model: nn.Module, size: int) -> Callable[[int], float]:
-    """A function that runs `count` training steps of `model` and returns seconds per step."""
+    """A function that runs `count` training steps of `model` and returns seconds per step.
+
+    A step is what `mdn train` does: for PMDN its two passes (the betas on the penalty, then the
+    network on the task loss; `train.fit_penalty_betas`), else one forward and backward.
+    """
     x, y, design = batch(size)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+    betas = penalty_parameters(model)
+    beta_ids = {id(p) for p in betas}
+    optimizer = torch.optim.Adam([p for p in model.parameters() if id(p) not in beta_ids], lr=1e-4)
+    beta_optimizer = torch.optim.Adam(betas, lr=0.045) if betas else None
 
     def run(count: int) -> float:
         started = time.perf_counter()
         for _ in range(count):
+            if beta_optimizer is not None:
+                fit_penalty_betas(model, x, design, beta_optimizer)
             with metadata(model, design):
                 loss = nn.functional.binary_cross_entropy_with_logits(model(x)[:, 0], y)
-            penalty = mdn_penalty(model)
-            if penalty is not None:
-                loss = loss + penalty
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

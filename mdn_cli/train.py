@@ -170,24 +170,24 @@ def fit_penalty_betas(network: nn.Module, x: torch.Tensor, design: torch.Tensor,
                       forward_context: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext) -> float:
     """PMDN's first pass over a batch (vento99/PMDN): one step of the betas' optimiser on the penalty alone.
 
-    The penalty ``Σ_layers ||Y - X beta||²`` (whole design, a sum of squares) is back-propagated
-    and only the betas step; the gradients it leaves on the network are discarded by the caller,
-    whose second pass then runs the network with the updated betas and steps the network on the
-    task loss alone (whose gradients on the betas are discarded in turn). So the penalty never
-    moves the features and the task loss never moves beta. Under DDP the pass runs on the
-    unwrapped network and the betas' gradients are summed over the processes, so every rank
-    takes the step of the global batch. ``forward_context`` is the mixed-precision context of the
-    forward pass. Returns this process's penalty.
+    The penalty ``Σ_layers ||Y - X beta||²`` (whole design, a sum of squares) is differentiated
+    with respect to the betas only (``torch.autograd.grad``: the network's weight gradients are
+    not even computed) and only the betas step; the caller's second pass then runs the network
+    with the updated betas and steps the network on the task loss alone (whose gradients on the
+    betas are discarded in turn). So the penalty never moves the features and the task loss never
+    moves beta. Under DDP the pass runs on the unwrapped network and the betas' gradients are
+    summed over the processes, so every rank takes the step of the global batch.
+    ``forward_context`` is the mixed-precision context of the forward pass. Returns this
+    process's penalty.
     """
     with forward_context(), metadata(network, design):
         network(x)
     penalty = mdn_penalty(network)
-    beta_optimizer.zero_grad(set_to_none=True)
-    penalty.backward()
-    if distributed.world().size > 1:
-        for group in beta_optimizer.param_groups:
-            for beta in group["params"]:
-                torch.distributed.all_reduce(beta.grad)
+    betas = [beta for group in beta_optimizer.param_groups for beta in group["params"]]
+    for beta, grad in zip(betas, torch.autograd.grad(penalty, betas, allow_unused=True)):
+        beta.grad = torch.zeros_like(beta) if grad is None else grad
+        if distributed.world().size > 1:
+            torch.distributed.all_reduce(beta.grad)
     beta_optimizer.step()
     return float(penalty.detach())
 
