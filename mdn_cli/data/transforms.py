@@ -200,6 +200,11 @@ class Resize(Step):
         return F.interpolate(x[None], size=size, mode=mode, align_corners=None if mode == "nearest" else False)[0]
 
 
+def _window(x: torch.Tensor, starts, size) -> torch.Tensor:
+    """The spatial window of ``size`` from ``starts`` (every channel)."""
+    return x[(slice(None), *(slice(a, a + s) for a, s in zip(starts, size)))]
+
+
 @dataclass(frozen=True)
 class CenterCrop(Step):
     """The centre window of ``size`` (torchvision v2 ``CenterCrop``: offset round((dim - size) / 2)).
@@ -212,9 +217,7 @@ class CenterCrop(Step):
     OPTIONS: ClassVar = {"size": (_spatial_size("size"), REQUIRED)}
     size_key: ClassVar[str] = "size"
 
-    @property
-    def keeps_values(self) -> bool:
-        return True
+    keeps_values: ClassVar[bool] = True
 
     def output_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
         size = _sizes(self.size, shape, "size")
@@ -225,7 +228,7 @@ class CenterCrop(Step):
     def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         size = self.output_shape(tuple(x.shape))[1:]
         starts = [round((d - s) / 2) for d, s in zip(x.shape[1:], size)]  # round half to even, as torchvision
-        return x[(slice(None), *(slice(a, a + s) for a, s in zip(starts, size)))]
+        return _window(x, starts, size)
 
 
 @dataclass(frozen=True)
@@ -242,9 +245,7 @@ class RandomCrop(Step):
     random: ClassVar[bool] = True
     size_key: ClassVar[str] = "size"
 
-    @property
-    def keeps_values(self) -> bool:
-        return True
+    keeps_values: ClassVar[bool] = True
 
     def output_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
         size = _sizes(self.size, shape, "size")
@@ -258,7 +259,7 @@ class RandomCrop(Step):
         if self.padding:
             x = F.pad(x, (self.padding,) * (2 * len(size)))
         starts = [int(torch.randint(0, d - s + 1, (1,), generator=generator)) for d, s in zip(x.shape[1:], size)]
-        return x[(slice(None), *(slice(a, a + s) for a, s in zip(starts, size)))]
+        return _window(x, starts, size)
 
 
 @dataclass(frozen=True)
@@ -273,9 +274,7 @@ class PadOrCrop(Step):
     OPTIONS: ClassVar = {"shape": (_spatial_size("shape"), REQUIRED)}
     size_key: ClassVar[str] = "shape"
 
-    @property
-    def keeps_values(self) -> bool:
-        return True
+    keeps_values: ClassVar[bool] = True
 
     def output_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
         return (shape[0], *_sizes(self.shape, shape, "shape"))
@@ -305,9 +304,7 @@ class Flip(Step):
     OPTIONS: ClassVar = {"axes": (_axes, REQUIRED), "p": (_probability, 0.5)}
     random: ClassVar[bool] = True
 
-    @property
-    def keeps_values(self) -> bool:
-        return True
+    keeps_values: ClassVar[bool] = True
 
     def output_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
         dims = _spatial_dims(shape)
