@@ -306,7 +306,7 @@ class Trainer:
                 objective = loss
                 if world.size > 1:  # DDP averages gradients over ranks: weight each by its share of the global batch
                     objective = objective * (len(y) * world.size / n_global)
-                self.optimizer.zero_grad(set_to_none=True)  # also what pass 1 left on the network
+                self.optimizer.zero_grad(set_to_none=True)
                 self.scaler.scale(objective).backward()  # loss scaling only for 16-mixed
                 if t.grad_clip is not None:
                     self.scaler.unscale_(self.optimizer)
