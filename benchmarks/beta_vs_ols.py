@@ -16,7 +16,7 @@ import argparse
 
 import torch
 
-from mdn_cli.runs import load_run
+from mdn_cli.model.checkpoint import load_run
 from mdn_cli.nn import metadata
 from mdn_cli.stats import dcor2
 

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from mdn_cli.audit import audit_features
+from mdn_cli.data.audit import audit_features
 from mdn_cli.stats import distance_correlation
 from timing import best_time  # benchmarks/timing.py
 

@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mdn_cli.audit import audit_features
+from mdn_cli.data.audit import audit_features
 from mdn_cli.nn import metadata
 from mdn_cli.config import load_spec
-from mdn_cli.train import Trainer, build_run, dcor_by_class, evaluate
+from mdn_cli.train.loop import Trainer, build_run, dcor_by_class, evaluate
 
 SPEC = Path(__file__).resolve().parents[1] / "sample_data" / "synthetic" / "mdn.yaml"
 

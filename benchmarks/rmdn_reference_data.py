@@ -34,7 +34,7 @@ def main() -> None:
     from mdn_cli.cli import reuse_freed_memory
     from mdn_cli.config import load_spec
     from mdn_cli.data.synthetic import make_synthetic, write_dataset
-    from mdn_cli.train import train
+    from mdn_cli.train.loop import train
 
     reuse_freed_memory()
     data = args.out / "data"

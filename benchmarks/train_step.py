@@ -23,7 +23,7 @@ from torch import nn
 
 from mdn_cli.cli import reuse_freed_memory
 from mdn_cli.nn import MetadataNorm, PenaltyMetadataNorm, RecursiveMetadataNorm, metadata, penalty_parameters
-from mdn_cli.train import fit_penalty_betas
+from mdn_cli.train.loop import fit_penalty_betas
 
 DESIGN = 3  # label (preserved), confounder, intercept
 WIDTHS = {"conv1": (16, 28, 28), "conv2": (32, 24, 24), "fc1": (84,)}

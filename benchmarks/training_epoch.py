@@ -24,8 +24,8 @@ import yaml
 from mdn_cli.config import load_spec
 from mdn_cli.data.readers import write_image_study
 from mdn_cli.data.synthetic import make_synthetic
-from mdn_cli.pack import pack
-from mdn_cli.train import train
+from mdn_cli.analysis.pack import pack
+from mdn_cli.train.loop import train
 
 SHIPPED = Path(__file__).resolve().parents[1] / "sample_data" / "synthetic_png" / "mdn.yaml"
 WAYS = ("files, 0 workers", "files, 1 worker", "files, 2 workers", "packed HDF5")

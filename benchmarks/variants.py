@@ -40,7 +40,7 @@ VARIANTS = ["baseline", "batch", "recursive", "penalty"]
 
 def run_one(variant: str, batch_size: int, epochs: int, seed: int, out: Path, extra: list[str] = ()) -> dict:
     from mdn_cli.config import load_spec
-    from mdn_cli.train import train
+    from mdn_cli.train.loop import train
 
     name, *settings = variant.split(":")
     spec_file = SAMPLE / ("baseline.yaml" if name == "baseline" else "mdn.yaml")
@@ -61,7 +61,7 @@ def run_one(variant: str, batch_size: int, epochs: int, seed: int, out: Path, ex
         "seconds": round(time.perf_counter() - started, 1),
     }
     if name != "baseline":
-        from mdn_cli.refit import refit_run
+        from mdn_cli.analysis.refit import refit_run
 
         after = refit_run(run_dir, "last")["after"]
         result.update(refit_val_acc=after["val_acc"], refit_dcor2_label0=after["dcor2[cf|label=0]"], refit_dcor2_label1=after["dcor2[cf|label=1]"])

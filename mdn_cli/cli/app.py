@@ -18,7 +18,7 @@ import typer
 from rich.console import Console
 
 from mdn_cli import __version__
-from mdn_cli.errors import MdnError
+from mdn_cli.utils.errors import MdnError
 
 EXIT_OK, EXIT_THRESHOLD, EXIT_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -70,7 +70,7 @@ def emit(text: str, output: Optional[Path]) -> None:
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
         sys.stdout.flush()
         return
-    from mdn_cli.fileio import atomic_write_text
+    from mdn_cli.utils.fileio import atomic_write_text
 
     atomic_write_text(output, text if text.endswith("\n") else text + "\n")
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from rich.table import Table
 from rich.text import Text
 
-from mdn_cli.report import RunRecord, comparison_rows, run_detail
+from mdn_cli.analysis.report import RunRecord, comparison_rows, run_detail
 
 
 def render_runs(records: list[RunRecord], fmt: str = "table", which: str = "last"):

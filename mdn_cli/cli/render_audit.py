@@ -8,7 +8,7 @@ import json
 from dataclasses import fields
 from typing import Optional
 
-from mdn_cli.audit import AuditResult, AuditRow
+from mdn_cli.data.audit import AuditResult, AuditRow
 
 
 # The human-readable views (markdown, rich): header and alignment of each column, then the cells.

@@ -7,7 +7,7 @@ from typing import Any, Sequence
 
 from pydantic_core import PydanticCustomError
 
-from mdn_cli.errors import MdnError, did_you_mean
+from mdn_cli.utils.errors import MdnError, did_you_mean
 
 Loc = tuple  # a key path as parts: ("model", "layers", 2, "type")
 Problem = tuple  # (loc, message, hint) before lines are attached

@@ -33,7 +33,8 @@ from mdn_cli.data.transforms import (
     output_shape,
     sample_generator,
 )
-from mdn_cli.errors import MdnError, listing
+from mdn_cli.utils.errors import MdnError
+from mdn_cli.stats.validation import listing
 
 
 def sample_error(exc: SampleReadError) -> MdnError:

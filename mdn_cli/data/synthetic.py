@@ -17,7 +17,7 @@ import h5py
 import numpy as np
 import pandas as pd
 
-from mdn_cli.fileio import atomic_path
+from mdn_cli.utils.fileio import atomic_path
 
 SIZE, QUADRANT = 32, 16
 NOISE_STD = 0.01

@@ -28,7 +28,7 @@ import pandas as pd
 import scipy.stats
 import torch
 
-from mdn_cli.validation import check_finite
+from mdn_cli.stats.validation import check_finite
 from mdn_cli.stats.columns import numeric_row_sums
 from mdn_cli.stats.jackknife import deleted_dcor2, deleted_partial, jackknife_interval
 from mdn_cli.stats.partial import PartialSums

@@ -22,7 +22,7 @@ import pandas as pd
 import sklearn
 from sklearn import metrics as skm
 
-from mdn_cli.validation import level_text
+from mdn_cli.stats.validation import level_text, listing
 
 METRICS_BY_TASK: dict[str, tuple[str, ...]] = {
     "binary": ("accuracy", "balanced_accuracy", "roc_auc", "average_precision", "f1", "log_loss", "brier"),
@@ -62,12 +62,6 @@ class MetricValues:
 # ----------------------------------------------------------------------------------------------
 
 
-def _listing(values: Sequence, limit: int = 5) -> str:
-    values = list(values)
-    shown = ", ".join(level_text(value) for value in values[:limit])
-    return shown + (f" and {len(values) - limit} more" if len(values) > limit else "")
-
-
 def _rows(count: int) -> str:
     return f"{count} row{'s' * (count != 1)}"
 
@@ -82,20 +76,20 @@ def _class_codes(y_true, n_classes: int, classes: Optional[Sequence]) -> np.ndar
         index = pd.Index(list(classes))
         if len(index) != n_classes or not index.is_unique:
             raise MetricsInputError(
-                f"classes must name the {n_classes} columns of score once each, in order (got {_listing(index)})."
+                f"classes must name the {n_classes} columns of score once each, in order (got {listing(index)})."
             )
         codes = index.get_indexer(labels)
         if (codes < 0).any():
             raise MetricsInputError(
-                f"y_true has labels not among classes: {_listing(labels[codes < 0].unique())}; "
-                f"classes are {_listing(index)}."
+                f"y_true has labels not among classes: {listing(labels[codes < 0].unique())}; "
+                f"classes are {listing(index)}."
             )
         return codes.astype(np.int64)
     numbers = pd.to_numeric(labels, errors="coerce").to_numpy(dtype=np.float64)
     bad = ~np.isin(numbers, np.arange(n_classes))
     if bad.any():
         raise MetricsInputError(
-            f"y_true must hold class codes 0..{n_classes - 1}, got {_listing(labels[bad].unique())}; "
+            f"y_true must hold class codes 0..{n_classes - 1}, got {listing(labels[bad].unique())}; "
             "pass classes=[...] (the labels of score's columns, in order) to use other labels."
         )
     return numbers.astype(np.int64)
@@ -123,7 +117,7 @@ def _prepare(task: str, y_true, score, classes: Optional[Sequence]) -> tuple[np.
         raise MetricsInputError(f"score has shape {score.shape}; the {task} task needs {want} for the {n} rows of y_true.")
     bad = ~np.isfinite(score.reshape(n, -1)).all(axis=1)
     if bad.any():
-        raise MetricsInputError(f"score is NaN or infinite in {_rows(int(bad.sum()))}: {_listing(np.flatnonzero(bad))}.")
+        raise MetricsInputError(f"score is NaN or infinite in {_rows(int(bad.sum()))}: {listing(np.flatnonzero(bad))}.")
     if task == "regression":
         y = pd.to_numeric(pd.Series(np.asarray(y_true, dtype=object)), errors="coerce").to_numpy(dtype=np.float64)
         bad = ~np.isfinite(y)
@@ -339,7 +333,7 @@ def _columns(groups: Optional[Mapping[str, pd.Series]], n: int) -> list[_Column]
         if len(masks) < 2:
             raise MetricsInputError(
                 f"group column {name!r} has {len(masks)} group{'s' * (len(masks) != 1)}"
-                f"{' (' + _listing(masks) + ')' if masks else ''} among its {_rows(int(present.sum()))} "
+                f"{' (' + listing(masks) + ')' if masks else ''} among its {_rows(int(present.sum()))} "
                 "with a value: there is nothing to compare; leave it out or choose finer bins."
             )
         columns.append(_Column(name=str(name), masks=masks, n_missing=int((~present).sum())))

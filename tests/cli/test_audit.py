@@ -13,8 +13,8 @@ import pandas as pd
 import pytest
 import torch
 
-from mdn_cli.audit import audit_features
-from mdn_cli.errors import MdnError
+from mdn_cli.data.audit import audit_features
+from mdn_cli.utils.errors import MdnError
 from tests.helpers import mdn, run_cli
 
 N = 120

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from mdn_cli.data.features import open_features
-from mdn_cli.residualize import Residualizer, fit
+from mdn_cli.analysis.residualize import Residualizer, fit
 from tests.helpers import mdn, ok
 
 

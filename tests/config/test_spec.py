@@ -10,7 +10,7 @@ from pathlib import Path
 import pydantic
 import pytest
 
-from mdn_cli.errors import MdnError, did_you_mean
+from mdn_cli.utils.errors import MdnError, did_you_mean
 from mdn_cli.config import Spec, SpecError, SpecIssue, dump_spec, load_spec, spec_hash
 
 # Line numbers below refer to this text.

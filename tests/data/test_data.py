@@ -17,7 +17,7 @@ from mdn_cli.data.synthetic import write_dataset
 from mdn_cli.data.tables import align_table, read_table
 from mdn_cli.data.training import _splits, _targets, load_training_data
 from mdn_cli.config import load_spec
-from mdn_cli.errors import MdnError
+from mdn_cli.utils.errors import MdnError
 
 
 # -- read_table --------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ import pytest
 
 from mdn_cli.data.design import INTERCEPT, DesignMatrix
 from mdn_cli.nn import CollinearDesignError, gram_inverse
-from mdn_cli.errors import MdnError
+from mdn_cli.utils.errors import MdnError
 
 
 @pytest.fixture

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from mdn_cli.runs import CHECKPOINT_FORMAT, load_checkpoint, save_checkpoint
-from mdn_cli.errors import MdnError
+from mdn_cli.model.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, save_checkpoint
+from mdn_cli.utils.errors import MdnError
 from tests.helpers import mdn
 
 

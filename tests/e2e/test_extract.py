@@ -11,10 +11,10 @@ import pandas as pd
 import pytest
 import torch
 
-from mdn_cli.errors import MdnError
-from mdn_cli.extract import extract, split_source
-from mdn_cli.runs import load_run
-from mdn_cli.train import build_run, evaluate
+from mdn_cli.utils.errors import MdnError
+from mdn_cli.analysis.extract import extract, split_source
+from mdn_cli.model.checkpoint import load_run
+from mdn_cli.train.loop import build_run, evaluate
 from tests.helpers import mdn, no_leftovers, ok
 
 

@@ -17,7 +17,7 @@ from PIL import Image
 
 from mdn_cli.config import load_spec
 from mdn_cli.data.synthetic import make_synthetic, make_synthetic_3d
-from mdn_cli.errors import MdnError
+from mdn_cli.utils.errors import MdnError
 from tests.helpers import SMALL_MDN, mdn, no_leftovers, ok
 
 TRANSFORM = [{"normalize": {"mean": 0.2, "std": 0.25}}]
@@ -238,7 +238,7 @@ def test_a_corrupt_image_names_its_row_and_file(png_study, tmp_path):
 
 
 def test_a_file_that_fails_later_stops_training_and_keeps_the_last_epoch(png_study, tmp_path):
-    from mdn_cli.train import train
+    from mdn_cli.train.loop import train
 
     study = copy_study(png_study, tmp_path / "study")
     table = pd.read_csv(study / "meta.csv")

@@ -93,7 +93,7 @@ def test_refit_writes_a_new_checkpoint_whose_layers_leave_no_metadata_on_the_tra
     import json
 
     from mdn_cli.data.training import load_training_data
-    from mdn_cli.runs import load_run
+    from mdn_cli.model.checkpoint import load_run
     from tests.helpers import no_leftovers, ok
 
     original = (runs / "mdn" / "checkpoints" / "best.pt").read_bytes()
@@ -124,8 +124,8 @@ def test_refit_output_option_and_extract_with_the_refitted_checkpoint(runs, tmp_
     """`extract --checkpoint PATH` runs the refitted betas: its features are those of a forward with them, not the original's."""
     import h5py
 
-    from mdn_cli.runs import load_run
-    from mdn_cli.train import Run, evaluate
+    from mdn_cli.model.checkpoint import load_run
+    from mdn_cli.train.loop import Run, evaluate
     from tests.helpers import ok
 
     target = tmp_path / "refitted.pt"

@@ -16,7 +16,7 @@ import torch
 import yaml
 
 from mdn_cli.config import load_spec
-from mdn_cli.train import build_run, evaluate
+from mdn_cli.train.loop import build_run, evaluate
 from tests.helpers import SMALL_BASELINE, SMALL_MDN, mdn, run_cli, write_spec
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -211,7 +211,7 @@ def sigint_handler():
 
 
 def test_ctrl_c_during_an_epochs_writes_waits_for_them(tmp_path, sigint_handler):
-    from mdn_cli.fileio import atomic_write_text, interrupts_deferred
+    from mdn_cli.utils.fileio import atomic_write_text, interrupts_deferred
 
     sigint_handler(signal.default_int_handler)
     with pytest.raises(KeyboardInterrupt):
@@ -224,7 +224,7 @@ def test_ctrl_c_during_an_epochs_writes_waits_for_them(tmp_path, sigint_handler)
 
 
 def test_an_ignored_ctrl_c_stays_ignored(tmp_path, sigint_handler):
-    from mdn_cli.fileio import atomic_write_text, interrupts_deferred
+    from mdn_cli.utils.fileio import atomic_write_text, interrupts_deferred
 
     sigint_handler(signal.SIG_IGN)  # as under nohup or in a background job
     with interrupts_deferred():

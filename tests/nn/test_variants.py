@@ -20,7 +20,7 @@ from mdn_cli.nn import (
     penalty_parameters,
 )
 from mdn_cli.config import load_spec
-from mdn_cli.train import train
+from mdn_cli.train.loop import train
 from tests.helpers import write_spec
 from tests.helpers import make_design, make_features, ols, t
 
@@ -210,7 +210,7 @@ def pmdn_net(x: np.ndarray, seed: int = 0) -> nn.Sequential:
 
 def test_pmdn_step_moves_beta_by_the_penalty_alone_and_the_network_by_the_task_loss_alone(rng):
     """One training step (train.fit_penalty_betas, then the task loss) against the reference's two passes written out."""
-    from mdn_cli.train import fit_penalty_betas
+    from mdn_cli.train.loop import fit_penalty_betas
 
     x = make_design(rng, 32)
     inputs, target = t(rng.normal(size=(32, 5))), t(rng.normal(size=(32, 1)))
@@ -252,7 +252,7 @@ def test_pmdn_step_moves_beta_by_the_penalty_alone_and_the_network_by_the_task_l
 
 def test_pmdn_two_pass_beta_approaches_full_design_ols_on_fixed_features(rng):
     """With a frozen network the betas' pass alone fits the whole design (label included), as OLS does."""
-    from mdn_cli.train import fit_penalty_betas
+    from mdn_cli.train.loop import fit_penalty_betas
 
     n = 256
     x = make_design(rng, n)

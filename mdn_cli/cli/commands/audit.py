@@ -20,7 +20,7 @@ from mdn_cli.cli.app import (
     row_progress,
     show,
 )
-from mdn_cli.errors import MdnError
+from mdn_cli.utils.errors import MdnError
 
 
 class AuditTest(str, Enum):
@@ -74,9 +74,9 @@ def audit(
     """
     import torch
 
-    from mdn_cli.audit import run_audit
+    from mdn_cli.analysis.audit import run_audit
     from mdn_cli.cli.render_audit import render_csv, render_json, render_markdown, render_table, verdict
-    from mdn_cli.distributed import resolve_device
+    from mdn_cli.utils.distributed import resolve_device
 
     if table == "-" and sys.stdin.isatty():
         raise MdnError("TABLE is - but nothing is piped to stdin.", where="TABLE", hint="pipe a CSV in, or pass its path.")
@@ -102,13 +102,13 @@ def audit(
     if nproc > 1 and "WORLD_SIZE" not in os.environ:
         if table == "-":
             raise MdnError("--nproc cannot share a table read from stdin between processes.", where="--nproc", hint="write the table to a file and pass its path.")
-        from mdn_cli.distributed import launch
+        from mdn_cli.utils.distributed import launch
 
         code = launch(nproc, _without_nproc(sys.argv[1:]))
         if code:
             raise typer.Exit(code)
         return
-    from mdn_cli.distributed import device_for, session
+    from mdn_cli.utils.distributed import device_for, session
 
     with session(device.value) as world, row_progress(not world.is_main, "auditing") as advance:
         options["device"] = device_for(options["device"])  # one GPU per process under torchrun

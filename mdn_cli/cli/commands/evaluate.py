@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from mdn_cli.cli.app import Device, OutputFormat, app, err_console, show
-from mdn_cli.errors import MdnError
+from mdn_cli.utils.errors import MdnError
 
 
 @app.command()
@@ -39,12 +39,12 @@ def evaluate(
     Example: mdn evaluate runs/mdn --split test --by cf --bootstrap 1000 --predictions preds.csv
     """
     from mdn_cli.cli.render_evaluate import render_evaluation
-    from mdn_cli.crossval import fold_dirs, is_cv_run
-    from mdn_cli.evaluate import Part, across_folds, row_splits, save_result
-    from mdn_cli.evaluate import evaluate as run_evaluation
-    from mdn_cli.extract import new_source, split_source
-    from mdn_cli.fileio import atomic_path
-    from mdn_cli.runs import load_run
+    from mdn_cli.train.crossval import fold_dirs, is_cv_run
+    from mdn_cli.analysis.evaluate import Part, across_folds, row_splits, save_result
+    from mdn_cli.analysis.evaluate import evaluate as run_evaluation
+    from mdn_cli.analysis.extract import new_source, split_source
+    from mdn_cli.utils.fileio import atomic_path
+    from mdn_cli.model.checkpoint import load_run
 
     options = dict(by=by or None, bins=bins, layer=layer, n_boot=bootstrap, seed=seed, level=level, batch_size=batch_size)
     runs = fold_dirs(run_dir) if is_cv_run(run_dir) else [run_dir]

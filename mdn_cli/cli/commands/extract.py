@@ -40,9 +40,9 @@ def extract(
     Example: mdn extract runs/mdn --layer fc1 --split val -o fc1.h5 --meta-out fc1.csv
     Example: mdn extract runs/png --layer fc1 --table new.csv -o new_fc1.h5   (a run that reads files)
     """
-    from mdn_cli.extract import extract as run_extract
-    from mdn_cli.extract import new_source, split_source
-    from mdn_cli.runs import load_run
+    from mdn_cli.analysis.extract import extract as run_extract
+    from mdn_cli.analysis.extract import new_source, split_source
+    from mdn_cli.model.checkpoint import load_run
 
     loaded = load_run(run_dir, checkpoint, device.value if device else None)
     for name in layer:

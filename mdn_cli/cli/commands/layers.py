@@ -24,7 +24,7 @@ def layers(
 
     Example: mdn layers runs/mdn --format json
     """
-    from mdn_cli.layers import layers_of
+    from mdn_cli.analysis.layers import layers_of
     from mdn_cli.cli.render import render_records
 
     rows = layers_of(target)

@@ -34,7 +34,7 @@ def pack(
 
     Example: mdn pack sample_data/synthetic_png/mdn.yaml -o packed/ && mdn train packed/spec.yaml -o runs/packed
     """
-    from mdn_cli.pack import pack as run_pack
+    from mdn_cli.analysis.pack import pack as run_pack
 
     spec = load_spec(spec_path, overrides)
     with row_progress(quiet, "pack") as advance:

@@ -34,7 +34,7 @@ def refit(
 
     Example: mdn refit runs/mdn-b32 && mdn extract runs/mdn-b32 --checkpoint best-refit -l fc1 -o fc1.h5
     """
-    from mdn_cli.refit import refit_run
+    from mdn_cli.analysis.refit import refit_run
     from mdn_cli.cli.render import render_refit
 
     result = refit_run(run_dir, checkpoint, device.value if device else None, output)

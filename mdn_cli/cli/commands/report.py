@@ -13,7 +13,7 @@ from mdn_cli.cli.app import (
     err_console,
     show,
 )
-from mdn_cli.errors import MdnError
+from mdn_cli.utils.errors import MdnError
 
 
 @app.command()
@@ -34,23 +34,23 @@ def report(
     Example: mdn report runs/baseline runs/mdn --plot comparison.png --audit audit.json
     """
     from mdn_cli.cli.render import render_report
-    from mdn_cli.report import RunRecord, load_audit
+    from mdn_cli.analysis.report import RunRecord, load_audit
 
     if epoch not in ("last", "best"):
         raise MdnError(f"--epoch must be last or best, not {epoch!r}.", where="--epoch", hint=None)
     if not run_dirs and not audits:
         raise MdnError("nothing to report.", where="RUNDIR", hint="give run directories of `mdn train` (and/or --audit FILE with --plot).")
-    from mdn_cli.crossval import CV_FILE, is_cv_run
+    from mdn_cli.train.crossval import CV_FILE, is_cv_run
 
     cv_dirs = [d for d in run_dirs or [] if is_cv_run(d)]
     if cv_dirs:  # a cross-validation: per fold and mean ± sd (its folds are ordinary runs to report one by one)
         from mdn_cli.cli.render_evaluate import render_cv
-        from mdn_cli.fileio import read_json
+        from mdn_cli.utils.fileio import read_json
 
         if len(cv_dirs) != len(run_dirs) or plot is not None:
             raise MdnError("a cross-validation is reported on its own.", where=str(cv_dirs[0]),
                            hint="give only cross-validation directories (or its fold-<i>/ runs), without --plot.")  # fmt: skip
-        from mdn_cli.report import evaluations
+        from mdn_cli.analysis.report import evaluations
 
         results = [{**read_json(Path(d) / CV_FILE, hint="rerun `mdn train --folds` with --resume."), "evaluations": evaluations(d)} for d in cv_dirs]
         if fmt == OutputFormat.json:

@@ -15,7 +15,7 @@ from mdn_cli.cli.app import (
     names,
     show_summary,
 )
-from mdn_cli.errors import MdnError
+from mdn_cli.utils.errors import MdnError
 
 
 @app.command()
@@ -41,7 +41,7 @@ def residualize(
 
     Example: mdn residualize fc1.h5 sample_data/synthetic/meta.csv --columns cf --preserve label --fit-on split=train -o clean.h5
     """
-    from mdn_cli import residualize as rz
+    from mdn_cli.analysis import residualize as rz
     from mdn_cli.data.features import open_features
 
     if model is not None and (columns or preserve or categorical or fit_on):

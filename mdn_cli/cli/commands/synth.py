@@ -44,7 +44,7 @@ def synth(
         err_console().print(f"wrote {h5_path} ({len(dataset.table)} images) and {csv_path}", markup=False)
         return
     from mdn_cli.data.readers import write_image_study
-    from mdn_cli.fileio import atomic_path
+    from mdn_cli.utils.fileio import atomic_path
 
     dataset = make_synthetic(per_group, seed) if fmt == SynthFormat.png else make_synthetic_3d(per_group, seed)
     table = write_image_study(out_dir, dataset.images, dataset.table, fmt.value)

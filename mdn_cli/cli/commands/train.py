@@ -21,7 +21,7 @@ from mdn_cli.cli.app import (
     load_spec,
     show,
 )
-from mdn_cli.errors import MdnError
+from mdn_cli.utils.errors import MdnError
 
 
 @app.command()
@@ -35,7 +35,7 @@ def validate(spec_path: Path = SPEC_ARG, overrides: list[str] = SET_OPT) -> None
     Example: mdn validate sample_data/synthetic/mdn.yaml --set train.lr=1e-3
     """
     from mdn_cli.nn import metadata_norm_layers
-    from mdn_cli.train import build_run
+    from mdn_cli.train.loop import build_run
 
     run = build_run(load_spec(spec_path, overrides))
     splits = run.data.splits
@@ -73,7 +73,7 @@ def train(
     Example: mdn train sample_data/synthetic/mdn.yaml -o runs/ddp --nproc 2 --set train.batch_size=100
     """
     from mdn_cli.config import dump_spec
-    from mdn_cli.train import train as run_training
+    from mdn_cli.train.loop import train as run_training
 
     if device is not None:
         overrides = [*overrides, f"train.device={device.value}"]
@@ -87,8 +87,8 @@ def train(
     if group_column is not None or repeats != 1:
         raise MdnError("--group-column and --repeats go with --folds.", where="--group-column" if group_column else "--repeats", hint="add --folds K.")
     if nproc > 1 and "WORLD_SIZE" not in os.environ:
-        from mdn_cli.distributed import launch
-        from mdn_cli.runs import check_run_dir
+        from mdn_cli.utils.distributed import launch
+        from mdn_cli.model.checkpoint import check_run_dir
 
         check_run_dir(output, resume)
 
@@ -112,7 +112,7 @@ def train(
         emit(json.dumps(summary, indent=2), None)
         return
     from mdn_cli.cli.render import render_runs
-    from mdn_cli.report import RunRecord
+    from mdn_cli.analysis.report import RunRecord
 
     show(render_runs([RunRecord.from_summary(summary)], fmt.value), None)
 
@@ -121,7 +121,7 @@ def _cross_validate(spec, output: Path, folds: int, group_column, repeats: int, 
     """`mdn train --folds K`: one run per fold, then the per-fold and mean ± sd table."""
     from mdn_cli.cli.progress import TrainingProgress
     from mdn_cli.cli.render_evaluate import render_cv
-    from mdn_cli.crossval import cross_validate
+    from mdn_cli.train.crossval import cross_validate
 
     if nproc > 1 or int(os.environ.get("WORLD_SIZE", "1")) > 1:  # --nproc, or started by torchrun
         raise MdnError("--folds trains in one process.", where="--nproc", hint="leave out --nproc (and torchrun), or train the folds' specs one by one with --nproc.")

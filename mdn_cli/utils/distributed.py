@@ -17,7 +17,7 @@ from typing import Iterator, Sequence
 import torch
 import torch.distributed as dist
 
-from mdn_cli.errors import MdnError
+from mdn_cli.utils.errors import MdnError
 
 
 @dataclass(frozen=True)

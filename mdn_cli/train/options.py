@@ -12,7 +12,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from mdn_cli.errors import MdnError
+from mdn_cli.utils.errors import MdnError
 
 
 # -- learning-rate schedule ---------------------------------------------------------------------

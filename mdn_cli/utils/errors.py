@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import difflib
-from typing import Iterable, Sequence
+from typing import Iterable
 
 
 class MdnError(Exception):
@@ -36,9 +36,3 @@ def did_you_mean(word: object, options: Iterable[object], otherwise: str) -> str
     best = max(score.values(), default=0.0)
     close = sorted((name for name in score if score[name] >= best - 0.05), key=lambda name: (-score[name], names.index(name)))
     return f"did you mean {', '.join(f'`{name}`' for name in close)}?" if close else otherwise
-
-
-def listing(values: Sequence, limit: int = 5) -> str:
-    """The first ``limit`` values for a message, then how many more there are."""
-    shown = ", ".join(map(str, list(values)[:limit]))
-    return shown + (f" and {len(values) - limit} more" if len(values) > limit else "")

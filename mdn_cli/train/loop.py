@@ -17,18 +17,18 @@ import numpy as np
 import torch
 from torch import nn
 
-from mdn_cli import distributed
-from mdn_cli.audit import audit_features
+from mdn_cli.utils import distributed
+from mdn_cli.data.audit import audit_features
 from mdn_cli.config import Spec, dump_spec, same_training, spec_hash
 from mdn_cli.data.training import TrainingData, load_training_data
-from mdn_cli.distributed import resolve_device
-from mdn_cli.errors import MdnError
-from mdn_cli.fileio import atomic_write_text, interrupts_deferred
-from mdn_cli.finetune import init_message, keep_frozen_norms_in_eval, prepare_network
-from mdn_cli.models import Network, build_network
+from mdn_cli.utils.distributed import resolve_device
+from mdn_cli.utils.errors import MdnError
+from mdn_cli.utils.fileio import atomic_write_text, interrupts_deferred
+from mdn_cli.model.finetune import init_message, keep_frozen_norms_in_eval, prepare_network
+from mdn_cli.model.network import Network, build_network
 from mdn_cli.nn import CollinearDesignError, fit_gram, layer_outputs, mdn_penalty, metadata, metadata_norm_layers, penalty_parameters, set_sync
-from mdn_cli.runs import CHECKPOINT_FORMAT, check_run_dir, load_checkpoint, save_checkpoint
-from mdn_cli.training_options import autocast, balanced_class_weights, check_precision, grad_scaler, make_scheduler, scores, task_loss
+from mdn_cli.model.checkpoint import CHECKPOINT_FORMAT, check_run_dir, load_checkpoint, save_checkpoint
+from mdn_cli.train.options import autocast, balanced_class_weights, check_precision, grad_scaler, make_scheduler, scores, task_loss
 from mdn_cli.stats.metrics import overall_metrics
 
 Progress = Callable[..., None]

@@ -10,8 +10,6 @@ from typing import Sequence
 
 import numpy as np
 
-from mdn_cli.errors import listing
-
 
 class NonFiniteError(ValueError):
     """Features with NaN or Inf; ``rows`` are their positions."""
@@ -43,3 +41,10 @@ def level_text(value) -> str:
     if isinstance(value, (np.integer, np.bool_)):
         return str(value.item())
     return str(value)
+
+
+def listing(values: Sequence, limit: int = 5) -> str:
+    """The first ``limit`` values for a message, each as the table reads (``level_text``), then how many more there are."""
+    values = list(values)
+    shown = ", ".join(level_text(value) for value in values[:limit])
+    return shown + (f" and {len(values) - limit} more" if len(values) > limit else "")

@@ -27,7 +27,7 @@ from mdn_cli.data.readers import SampleReadError, read_raw
 from mdn_cli.data.rows import sample_error
 from mdn_cli.data.training import load_training_data
 from mdn_cli.data.transforms import Compose, TransformApplyError, needs_float
-from mdn_cli.errors import MdnError
+from mdn_cli.utils.errors import MdnError
 
 DIVISORS = {np.dtype(np.uint8): 255, np.dtype(np.uint16): 65535}  # readers.to_float's
 

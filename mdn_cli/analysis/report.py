@@ -9,8 +9,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mdn_cli.errors import MdnError
-from mdn_cli.fileio import read_json
+from mdn_cli.utils.errors import MdnError
+from mdn_cli.utils.fileio import read_json
 
 
 @dataclass

@@ -12,11 +12,11 @@ from __future__ import annotations
 from pathlib import Path
 
 
-from mdn_cli.errors import MdnError
-from mdn_cli.runs import load_run, save_checkpoint
+from mdn_cli.utils.errors import MdnError
+from mdn_cli.model.checkpoint import load_run, save_checkpoint
 from mdn_cli.nn import metadata_norm_layers, refit_beta
-from mdn_cli.report import metric_row
-from mdn_cli.train import Run, validate
+from mdn_cli.analysis.report import metric_row
+from mdn_cli.train.loop import Run, validate
 
 
 def refit_run(run_dir: str | Path, checkpoint: str = "best", device: str | None = None, output: Path | None = None) -> dict:

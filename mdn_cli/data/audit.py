@@ -1,14 +1,14 @@
-"""Audit features against metadata: how much does each metadata column still shape them?
+"""A table's columns against a feature matrix: how much does each metadata column still shape the features?
 
-The pure part (``audit_features``) takes arrays and a table and is what the training loop calls
-every epoch; the rest reads ``features.h5`` and the CSV table, joins them by id, and renders
-results as json / csv / markdown text or a rich Table. Nothing here prints.
+``audit_features`` turns the columns, strata (``by``), conditioning columns and options into the
+jobs of one tiled ``stats.distance_correlation`` pass, applying the project's one categorical
+policy (``design.is_categorical``). The training loop calls it every epoch, `mdn evaluate` on a
+run's rows and `mdn audit` (``analysis.audit``) on stored features, so the three agree.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 import numpy as np
@@ -16,11 +16,9 @@ import pandas as pd
 import torch
 
 from mdn_cli.data.design import is_categorical
-from mdn_cli.data.features import open_features
-from mdn_cli.data.tables import align_table, read_table
-from mdn_cli.errors import MdnError, listing
+from mdn_cli.utils.errors import MdnError
 from mdn_cli.stats import distance_correlation
-from mdn_cli.validation import NonFiniteError, check_finite, level_text
+from mdn_cli.stats.validation import NonFiniteError, check_finite, level_text, listing
 
 STATISTIC = "dcor2_u: bias-corrected squared distance correlation (U-statistic)"
 
@@ -258,33 +256,3 @@ def _check_science_options(table: pd.DataFrame, columns: Sequence[str], by: Opti
             where="--permute-within",
             hint="give a column whose blocks (e.g. sites, families) hold several rows each.",
         )
-
-
-# ----------------------------------------------------------------------------------------------
-# Inputs: features.h5, the table, the join
-# ----------------------------------------------------------------------------------------------
-
-
-def run_audit(features_path: str | Path, table_source: str, *, dataset: str = "features",
-              id_column: Optional[str] = None, columns: Optional[Sequence[str]] = None,
-              **options) -> AuditResult:  # fmt: skip
-    """Read, join and audit; ``options`` go to ``audit_features``.
-
-    Default columns: all but the id and the columns with another role (by, given, cluster, permute_within).
-    """
-    stored = open_features(features_path, dataset)
-    matrix = stored.read(np.float64 if options.get("dtype") == torch.float64 else np.float32)
-    ids, shape = stored.ids, stored.shape
-    where = "stdin" if table_source == "-" else str(table_source)
-    table = read_table(table_source, id_column or "id")
-    join_column = id_column or ("id" if ids is not None and "id" in table.columns else None)
-    aligned = align_table(table, None if ids is None else np.asarray(ids), join_column, matrix.shape[0], where, f"{features_path}:{dataset}")
-    unused = len(table) - len(aligned)
-    if columns is None:
-        roles = {options.get("by"), options.get("cluster"), options.get("permute_within"), id_column or "id", *options.get("given", ())}
-        columns = [name for name in aligned.columns if name not in roles]
-    result = audit_features(matrix, aligned, columns, **options)
-    result.features = {"path": str(features_path), "dataset": dataset, "shape": list(shape)}
-    result.table = {"path": where, "rows": len(table), "unused_rows": unused,
-                    "joined_on": join_column or "row order"}  # fmt: skip
-    return result

@@ -29,10 +29,10 @@ from mdn_cli.data.rows import FileProvider, H5Provider, checked_shape, file_samp
 from mdn_cli.data.transforms import Compose
 from mdn_cli.data.h5 import CHUNK_BYTES, create_chunked, open_h5_dataset, read_ids, write_ids
 from mdn_cli.data.tables import align_table, read_table
-from mdn_cli.errors import MdnError
-from mdn_cli.fileio import atomic_path
+from mdn_cli.utils.errors import MdnError
+from mdn_cli.utils.fileio import atomic_path
 from mdn_cli.nn import MetadataNormBase, layer_outputs, metadata
-from mdn_cli.runs import LoadedRun
+from mdn_cli.model.checkpoint import LoadedRun
 
 SPLIT_CHOICES = ("train", "val", "test", "all")
 

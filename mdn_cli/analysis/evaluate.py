@@ -17,13 +17,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from mdn_cli.audit import audit_features
-from mdn_cli.errors import MdnError, did_you_mean
-from mdn_cli.extract import Source
-from mdn_cli.fileio import atomic_write_text
+from mdn_cli.data.audit import audit_features
+from mdn_cli.utils.errors import MdnError, did_you_mean
+from mdn_cli.analysis.extract import Source
+from mdn_cli.utils.fileio import atomic_write_text
 from mdn_cli.nn import layer_outputs, metadata
-from mdn_cli.runs import LoadedRun
-from mdn_cli.training_options import scores
+from mdn_cli.model.checkpoint import LoadedRun
+from mdn_cli.train.options import scores
 from mdn_cli.stats.metrics import (
     MetricsInputError,
     bootstrap_intervals,

@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
-from mdn_cli.errors import MdnError
+from mdn_cli.utils.errors import MdnError
 
 
 @contextlib.contextmanager
