@@ -9,7 +9,7 @@ second way here. Nothing prints; the CLI renders the result.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -145,7 +145,7 @@ def evaluate(
         if features is not None:
             strata = spec.data.label if task != "regression" else None
             audit = audit_features(features, part_table, spec.data.metadata, by=strata, categorical=spec.data.categorical)
-            dcor += [{**({"fold": part.fold} if part.fold is not None else {}), **asdict(row)} for row in audit.rows]
+            dcor += [{**({"fold": part.fold} if part.fold is not None else {}), **row.to_dict()} for row in audit.rows]
     score = np.concatenate(scores)
     predictions = pd.concat(predictions, ignore_index=True)
     for name, labels in groups.items():

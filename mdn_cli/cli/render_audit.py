@@ -5,10 +5,9 @@ from __future__ import annotations
 import csv
 import io
 import json
-from dataclasses import fields
 from typing import Optional
 
-from mdn_cli.data.audit import AuditResult, AuditRow
+from mdn_cli.data.audit import ROW_KEYS, AuditResult, AuditRow
 
 
 # The human-readable views (markdown, rich): header and alignment of each column, then the cells.
@@ -93,7 +92,7 @@ def render_json(result: AuditResult) -> str:
 def render_csv(result: AuditResult) -> str:
     buffer = io.StringIO()
     rows = result.row_dicts()
-    names = [item.name for item in fields(AuditRow) if not rows or item.name in rows[0]]
+    names = [key for key in ROW_KEYS if not rows or key in rows[0]]
     writer = csv.DictWriter(buffer, fieldnames=names, lineterminator="\n")
     writer.writeheader()
     for row in rows:

@@ -8,7 +8,7 @@ run's rows and `mdn audit` (``analysis.audit``) on stored features, so the three
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Callable, Optional, Sequence
 
 import numpy as np
@@ -17,30 +17,38 @@ import torch
 
 from mdn_cli.data.design import is_categorical
 from mdn_cli.utils.errors import MdnError
-from mdn_cli.stats import distance_correlation
+from mdn_cli.stats import DcorResult, distance_correlation
 from mdn_cli.stats.validation import NonFiniteError, check_finite, level_text, listing
 
 STATISTIC = "dcor2_u: bias-corrected squared distance correlation (U-statistic)"
 
 
+# An audit row's keys, in order; all but the first three and ``given`` are its DcorResult's fields
+ROW_KEYS = ("column", "kind", "stratum", "n", "n_missing", "dcor2", "dcor2_v", "dcor_v", "pvalue", "note", "given", "ci_low", "ci_high", "ci_method")
+_RESULT_NAMES = {"dcor2": "dcor2_u"}  # the audit calls the U-statistic dcor2, as the paper does
+
+
 @dataclass(frozen=True)
 class AuditRow:
-    """One (column, stratum) result; ``dcor2`` is the U-statistic, None when not computable."""
+    """One (column, stratum[, given]) result; ``dcor2`` is the U-statistic, None when not computable.
+
+    The statistic's own fields (``n``, ``dcor2``, ``pvalue``, ``ci_low``...) are read from its
+    ``DcorResult``, so a field added there reaches the audit by adding its key to ``ROW_KEYS``.
+    """
 
     column: str
     kind: str
     stratum: Optional[str]
-    n: int
-    n_missing: int
-    dcor2: Optional[float]
-    dcor2_v: Optional[float]
-    dcor_v: Optional[float]
-    pvalue: Optional[float]
-    note: Optional[str]
-    given: Optional[str] = None
-    ci_low: Optional[float] = None
-    ci_high: Optional[float] = None
-    ci_method: Optional[str] = None
+    given: Optional[str]
+    result: DcorResult
+
+    def __getattr__(self, name: str):
+        if name in ROW_KEYS:
+            return getattr(self.result, _RESULT_NAMES.get(name, name))
+        raise AttributeError(name)
+
+    def to_dict(self) -> dict:
+        return {key: getattr(self, key) for key in ROW_KEYS}
 
 
 # Row keys that appear only in audits that asked for them (--given, --ci).
@@ -68,7 +76,7 @@ class AuditResult:
     def row_dicts(self) -> list[dict]:
         """The rows as dicts, without the keys of options this audit did not use."""
         unused = [key for option, keys in _OPTIONAL_KEYS.items() if not self.settings.get(option) for key in keys]
-        return [{key: value for key, value in asdict(row).items() if key not in unused} for row in self.rows]
+        return [{key: value for key, value in row.to_dict().items() if key not in unused} for row in self.rows]
 
     def above(self, threshold: float) -> list[AuditRow]:
         """Gated rows whose dcor² exceeds ``threshold``: the strata when there are any, else the pooled rows.
@@ -201,12 +209,7 @@ def audit_features(
     except ValueError as error:  # what only the pass can see, e.g. strata whose blocks all have one row
         option = "--permute-within" if "permute_within" in str(error) else "--cluster" if "cluster" in str(error) else None
         raise MdnError(str(error).replace("permute_within: ", "") + ".", where=option) from error
-    rows = [
-        AuditRow(column=name, kind=kind, stratum=stratum, n=r.n, n_missing=r.n_missing,
-                 dcor2=r.dcor2_u, dcor2_v=r.dcor2_v, dcor_v=r.dcor_v, pvalue=r.pvalue, note=r.note,
-                 given=given_name, ci_low=r.ci_low, ci_high=r.ci_high, ci_method=r.ci_method)  # fmt: skip
-        for (name, kind, stratum, given_name), r in zip(job_labels, results)
-    ]
+    rows = [AuditRow(name, kind, stratum, given_name, r) for (name, kind, stratum, given_name), r in zip(job_labels, results)]
     settings = {
         "statistic": STATISTIC,
         "test": test,
