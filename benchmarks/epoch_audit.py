@@ -20,7 +20,9 @@ import torch
 from mdn_cli.data.audit import audit_features
 from mdn_cli.nn import metadata
 from mdn_cli.config import load_spec
-from mdn_cli.train.loop import Trainer, build_run, dcor_by_class, evaluate
+from mdn_cli.train.loop import Trainer
+from mdn_cli.train.monitor import dcor_by_class, split_metrics
+from mdn_cli.train.run import build_run
 
 SPEC = Path(__file__).resolve().parents[1] / "sample_data" / "synthetic" / "mdn.yaml"
 
@@ -48,9 +50,9 @@ def main() -> None:
             trainer.optimizer.zero_grad()
             loss.backward()
             trainer.optimizer.step()
-        evaluate(run, "val", capture=spec.train.monitor)
+        split_metrics(run, "val", capture=spec.train.monitor)
 
-    _, features = evaluate(run, "val", capture=spec.train.monitor)
+    _, features = split_metrics(run, "val", capture=spec.train.monitor)
     dcor_by_class(run, features)  # warm-up (numba compilation happens once per process)
     epoch = timed(epoch_without_audit)
     audit = timed(lambda: dcor_by_class(run, features))

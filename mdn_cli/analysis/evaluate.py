@@ -1,9 +1,11 @@
 """A trained run scored the way papers report it: metrics overall and per metadata group, their
 gaps, bootstrap intervals, the monitored layer's dcor², and one prediction row per sample.
 
-The model and rows come from ``runs.load_run`` and ``extract``'s sources, the metrics from
-``stats.metrics`` (scikit-learn), the dcor² from ``audit.audit_features``: nothing is computed a
-second way here. Nothing prints; the CLI renders the result.
+``evaluate_run`` is the workflow, cross-validation runs included (out of fold, or every fold's
+model on shared rows as mean ± sd). The model and rows come from ``model.checkpoint.load_run`` and
+``model.rows``, the scores from ``model.task``, the metrics from ``stats.metrics`` (scikit-learn),
+the dcor² from ``data.audit``: nothing is computed a second way here. Nothing prints; the CLI
+renders the result.
 """
 
 from __future__ import annotations
@@ -18,12 +20,10 @@ import pandas as pd
 import torch
 
 from mdn_cli.data.audit import audit_features
-from mdn_cli.utils.errors import MdnError, did_you_mean
-from mdn_cli.analysis.extract import Source
-from mdn_cli.utils.fileio import atomic_write_text
-from mdn_cli.nn import layer_outputs, metadata
-from mdn_cli.model.checkpoint import LoadedRun
-from mdn_cli.train.options import scores
+from mdn_cli.model.checkpoint import LoadedRun, load_run
+from mdn_cli.model.inference import eval_batches, flat
+from mdn_cli.model.rows import Source, new_source, row_splits, split_source
+from mdn_cli.model.task import predicted, scores
 from mdn_cli.stats.metrics import (
     MetricsInputError,
     bootstrap_intervals,
@@ -33,6 +33,9 @@ from mdn_cli.stats.metrics import (
     overall_metrics,
     quantile_groups,
 )
+from mdn_cli.train.crossval import fold_dirs, is_cv_run
+from mdn_cli.utils.errors import MdnError, did_you_mean
+from mdn_cli.utils.fileio import atomic_write_text
 
 
 def predict(loaded: LoadedRun, source: Source, layer: Optional[str], batch_size: Optional[int] = None) -> tuple[np.ndarray, Optional[np.ndarray]]:
@@ -41,16 +44,13 @@ def predict(loaded: LoadedRun, source: Source, layer: Optional[str], batch_size:
     Scores: the probability of the second class (binary), one probability per class
     (multiclass), the prediction (regression).
     """
-    network, device, task = loaded.network, loaded.device, loaded.spec.train.task
+    network, task = loaded.network, loaded.spec.train.task
     watched = {layer: network.feature_module(layer, where="--layer", target=str(loaded.run_dir))} if layer is not None else {}
-    outputs = []
-    network.eval()
-    with torch.no_grad(), layer_outputs(watched, keep=lambda out: out.detach().reshape(out.shape[0], -1).float().cpu()) as captured:
-        for _part, x, design in source.batches(batch_size or loaded.spec.train.batch_size):
-            with metadata(network, design.to(device)):
-                outputs.append(network(x.to(device)).double().cpu())
-    features = torch.cat(captured[layer]).numpy() if layer is not None else None
-    return scores(task, torch.cat(outputs)).numpy(), features
+    outputs, features = [], []
+    for _batch, out, captured in eval_batches(network, source.batches(batch_size or loaded.spec.train.batch_size), loaded.device, watched):
+        outputs.append(out.double().cpu())
+        features += [flat(captured[layer])] if layer is not None else []
+    return scores(task, torch.cat(outputs)).numpy(), torch.cat(features).numpy() if layer is not None else None
 
 
 def _check_by(by: Sequence[str], table: pd.DataFrame) -> list[str]:
@@ -78,11 +78,11 @@ def predictions_table(loaded: LoadedRun, source: Source, split: Sequence[str], s
     out = pd.DataFrame({spec.data.id_column or "id": source.ids, "split": list(split), "label": table[spec.data.label].to_numpy()})
     if task == "binary":
         out["score"] = score
-        out["predicted"] = np.asarray(classes, dtype=object)[(score > 0.5).astype(int)]
     elif task == "multiclass":
         for k, name in enumerate(classes):
             out[f"p_{name}"] = score[:, k]
-        out["predicted"] = np.asarray(classes, dtype=object)[score.argmax(axis=1)]
+    if task != "regression":
+        out["predicted"] = predicted(task, classes, score)
     else:
         out["prediction"] = score
     for name in dict.fromkeys([*loaded.design.preserve, *loaded.design.metadata]):
@@ -101,7 +101,7 @@ class Part:
     fold: Optional[int] = None
 
 
-def evaluate(
+def evaluate_parts(
     parts: Sequence[Part],
     *,
     by: Optional[Sequence[str]] = None,
@@ -133,20 +133,20 @@ def evaluate(
     by = _check_by(spec.data.metadata if by is None else by, table)
     groups = _group_labels(table, by, bins, spec.data.categorical)
     layer = layer if layer is not None else spec.train.monitor
-    scores, predictions, dcor = [], [], []
+    part_scores, predictions, dcor = [], [], []
     for part, part_table in zip(parts, tables):
         score, features = predict(part.loaded, part.source, layer, batch_size)
         names = [part.split] * len(part_table) if isinstance(part.split, str) else list(part.split)
         rows = predictions_table(part.loaded, part.source, names, score)
         if part.fold is not None:
             rows.insert(1, "fold", part.fold)
-        scores.append(score)
+        part_scores.append(score)
         predictions.append(rows)
         if features is not None:
             strata = spec.data.label if task != "regression" else None
             audit = audit_features(features, part_table, spec.data.metadata, by=strata, categorical=spec.data.categorical)
             dcor += [{**({"fold": part.fold} if part.fold is not None else {}), **row.to_dict()} for row in audit.rows]
-    score = np.concatenate(scores)
+    score = np.concatenate(part_scores)
     predictions = pd.concat(predictions, ignore_index=True)
     for name, labels in groups.items():
         if name not in predictions.columns:
@@ -192,7 +192,7 @@ def evaluate(
 def across_folds(results: Sequence[dict], predictions: Sequence[pd.DataFrame], folds: Sequence[int]) -> tuple[dict, pd.DataFrame]:
     """Every fold's model on the same rows (the test split): each metric as mean ± sd over the folds.
 
-    ``results`` and ``predictions`` are ``evaluate``'s, one fold each (its rows carry the fold).
+    ``results`` and ``predictions`` are ``evaluate_parts``', one fold each (its rows carry the fold).
     ``overall`` and each ``by_group`` row hold the means and ``sd`` the sample standard
     deviations; the gaps are those of the mean per-group values; the folds' own results are kept.
     """
@@ -232,20 +232,71 @@ def _pair(interval: dict) -> Optional[list]:
     return None if interval["low"] is None else [interval["low"], interval["high"]]
 
 
-def save_result(run_dir: str | Path, result: dict, rows: str, checkpoint: str) -> Path:
+@dataclass
+class Evaluation:
+    """An evaluation: the result (the JSON of `mdn evaluate`), its predictions table, and what was scored."""
+
+    result: dict
+    predictions: pd.DataFrame
+    rows: str  # the split, or the new data's file stem
+    checkpoint: str  # the checkpoint's name (``best``, ``last``, ``best-refit``...)
+
+
+def evaluate_run(
+    run_dir: str | Path,
+    *,
+    split: str = "test",
+    checkpoint: str = "best",
+    inputs: str | Path | None = None,
+    table: str | Path | None = None,
+    device: Optional[str] = None,
+    by: Optional[Sequence[str]] = None,
+    bins: int = 4,
+    layer: Optional[str] = None,
+    n_boot: Optional[int] = None,
+    seed: int = 0,
+    level: float = 0.95,
+    batch_size: Optional[int] = None,
+) -> Evaluation:
+    """Score a run (or every fold of a cross-validation run) on a split of its data or on new data.
+
+    A cross-validation run: ``split="val"`` scores each fold's model on its own held-out rows and
+    pools them (out of fold); any other rows are scored by every fold's model and reported as
+    mean ± sd over the folds (``across_folds``; no bootstrap there: the folds' spread is the
+    interval). The options are ``evaluate_parts``'.
+    """
+    options = dict(by=by, bins=bins, layer=layer, n_boot=n_boot, seed=seed, level=level, batch_size=batch_size)
+    runs = fold_dirs(run_dir) if is_cv_run(run_dir) else [Path(run_dir)]
+    new_data = inputs is not None or table is not None
+    if len(runs) > 1 and split == "train" and not new_data:
+        raise MdnError("each fold of a cross-validation has its own training rows.", where="--split",
+                       hint=f"use val (out of fold), test or all, or evaluate one fold's run ({run_dir}/fold-0).")  # fmt: skip
+    loaded_runs = [load_run(path, checkpoint, device) for path in runs]
+    rows = Path(inputs or table).stem if new_data else split
+    folds = list(range(len(runs))) if len(runs) > 1 else [None]
+
+    def part(loaded: LoadedRun, fold: Optional[int]) -> Part:
+        source = new_source(loaded, inputs, table)
+        if source is not None:
+            return Part(loaded, source, rows, fold)
+        return Part(loaded, split_source(loaded, split), row_splits(loaded, split), fold)
+
+    if len(runs) == 1:
+        result, predictions = evaluate_parts([part(loaded_runs[0], None)], **options)
+    elif split == "val" and not new_data:  # out of fold: each model on its own held-out rows
+        result, predictions = evaluate_parts([part(loaded, fold) for loaded, fold in zip(loaded_runs, folds)], **options)
+    else:  # every fold's model on the same rows
+        if n_boot is not None:
+            raise MdnError("--bootstrap on a cross-validation's shared rows is not supported: the folds' spread is the interval.", where="--bootstrap",
+                           hint="leave out --bootstrap (the result is mean ± sd over the folds), or use --split val for out-of-fold predictions.")  # fmt: skip
+        each = [evaluate_parts([part(loaded, fold)], **options) for loaded, fold in zip(loaded_runs, folds)]
+        result, predictions = across_folds([r for r, _ in each], [p for _, p in each], folds)
+    return Evaluation(result, predictions, rows, loaded_runs[0].checkpoint.stem)
+
+
+def save_result(run_dir: str | Path, evaluation: Evaluation) -> Path:
     """Keep the result in the run, ``RUNDIR/eval/<rows>-<checkpoint>.json``, for `mdn report`."""
-    path = Path(run_dir) / "eval" / f"{rows}-{checkpoint}.json"
+    path = Path(run_dir) / "eval" / f"{evaluation.rows}-{evaluation.checkpoint}.json"
     path.parent.mkdir(exist_ok=True)
-    atomic_write_text(path, json.dumps(result, indent=2) + "\n")
+    atomic_write_text(path, json.dumps(evaluation.result, indent=2) + "\n")
     return path
-
-
-def row_splits(loaded: LoadedRun, split: str) -> str | list[str]:
-    """The split of each row: ``split`` itself, or per row for ``all`` (rows in no split: ``none``)."""
-    if split != "all":
-        return split
-    data = loaded.training_data()
-    names = np.full(len(data.table), "none", dtype=object)
-    for name, rows in data.splits.items():
-        names[rows] = name
-    return names.tolist()

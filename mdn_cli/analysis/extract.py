@@ -1,7 +1,7 @@
 """A trained run's layer outputs -> a self-describing HDF5 file, streamed batch by batch.
 
-The model comes from the run directory alone (``runs.load_run``: the resolved spec and the
-checkpoint's weights, design matrix and input shape), so new data (``file_source``) needs neither
+The model comes from the run directory alone (``model.checkpoint.load_run``: the resolved spec and the
+checkpoint's weights, design matrix and input shape), so new data (``model.rows``) needs neither
 the training data nor a Gram refit; "the features of a layer" are the output of
 ``Network.feature_module`` (after its MDN, if any). MDN layers run in eval mode with their running
 beta and the rows' metadata, as in the paper. Nothing is held per sample but ids and design rows,
@@ -12,146 +12,22 @@ from __future__ import annotations
 
 import contextlib
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Sequence
 
 import h5py
 import numpy as np
 import pandas as pd
-import torch
 
 from mdn_cli import __version__
 from mdn_cli.config import spec_hash
-from mdn_cli.data.design import apply_design
-from mdn_cli.data.file_dataset import default_num_workers
-from mdn_cli.data.rows import FileProvider, H5Provider, checked_shape, file_samples
-from mdn_cli.data.transforms import Compose
-from mdn_cli.data.h5 import CHUNK_BYTES, create_chunked, open_h5_dataset, read_ids, write_ids
-from mdn_cli.data.tables import align_table, read_table
+from mdn_cli.data.h5 import CHUNK_BYTES, create_chunked, write_ids
 from mdn_cli.utils.errors import MdnError
 from mdn_cli.utils.fileio import atomic_path
-from mdn_cli.nn import MetadataNormBase, layer_outputs, metadata
+from mdn_cli.model.inference import eval_batches, flat
+from mdn_cli.nn import MetadataNormBase
 from mdn_cli.model.checkpoint import LoadedRun
-
-SPLIT_CHOICES = ("train", "val", "test", "all")
-
-
-# -- sources of rows ---------------------------------------------------------------------------
-@dataclass
-class Source:
-    """Rows to run through the model, in output order: ids, their table rows, a batch iterator."""
-
-    description: str
-    ids: np.ndarray
-    table: pd.DataFrame
-    batches: Callable[[int], Iterator[tuple[slice, torch.Tensor, torch.Tensor]]]
-
-
-def split_source(loaded: LoadedRun, split: str) -> Source:
-    """The rows of a split of the run's own data (``all``: every row in file order)."""
-    data = loaded.training_data()
-    if split not in SPLIT_CHOICES:
-        raise MdnError(f"unknown split {split!r}.", where="--split", hint=f"use one of {', '.join(SPLIT_CHOICES)}.")
-    rows = np.arange(len(data.table)) if split == "all" else data.splits[split]
-    if len(rows) == 0:
-        raise MdnError(f"the run's data has no {split!r} rows.", where="--split", hint="choose another split.")
-    table = data.table.iloc[rows].reset_index(drop=True)
-    design_rows = apply_design(loaded.design, table, str(loaded.spec.data.table)).astype(np.float32)
-    spec = loaded.spec.data
-    if spec.path_column is not None:
-        ids = table[spec.id_column].to_numpy() if spec.id_column else rows.copy()
-    else:
-        file_ids = read_ids(spec.inputs, spec.ids_dataset) if spec.id_column else None
-        ids = file_ids[rows] if file_ids is not None else rows.copy()  # the inputs' own ids, in their dtype
-    return Source(f"split={split}", ids, table, _provider_batches(data.inputs, rows, design_rows))
-
-
-def _provider_batches(provider: H5Provider | FileProvider, rows: np.ndarray, design_rows: np.ndarray):
-    """Batches of ``rows`` in order through a rows provider (its loader workers for files), without augmentation."""
-    def batches(size: int):
-        parts = [slice(start, min(start + size, len(rows))) for start in range(0, len(rows), size)]
-        for part, x in zip(parts, provider.batches([rows[p] for p in parts])):
-            yield part, x, torch.from_numpy(design_rows[part])
-
-    return batches
-
-
-def new_source(loaded: LoadedRun, inputs: str | Path | None, table_path: str | Path | None) -> Source | None:
-    """New rows for `extract` and `evaluate`: HDF5 ``inputs`` with their table, or, for a run that
-    reads files, the table alone (``table_source``); None when neither is given (use a split)."""
-    if inputs is None and table_path is None:
-        return None
-    if inputs is not None and table_path is not None:
-        return file_source(loaded, inputs, table_path)  # refuses a run that reads files, with the hint to give --table alone
-    if loaded.spec.data.path_column is not None and table_path is not None:
-        return table_source(loaded, table_path)
-    raise MdnError("--inputs and --table go together.", where="--inputs" if inputs is None else "--table", hint="give both for new data, or neither to use --split.")
-
-
-def _refuse_empty(n: int, where: str) -> None:
-    if n == 0:
-        raise MdnError("there are no rows to run.", where=where, hint="give data with at least one sample.")
-
-
-def table_source(loaded: LoadedRun, table_path: str | Path) -> Source:
-    """New data for a run that reads files: a table with the run's path column (paths relative to the table's folder) and columns."""
-    spec = loaded.spec.data
-    table = read_table(table_path, spec.id_column)
-    _refuse_empty(len(table), str(table_path))
-    id_column = spec.id_column if spec.id_column in table.columns else None  # without the id column: ids are row numbers
-    if id_column is not None:
-        table = align_table(table, table[id_column].to_numpy(), id_column, len(table), str(table_path), "the table")
-    ids = table[id_column].to_numpy() if id_column else np.arange(len(table))
-    folder = Path.cwd() if str(table_path) == "-" else Path(table_path).resolve().parent
-    samples = file_samples(table, spec.path_column, str(folder), ids, str(table_path), channels=spec.channels,
-                           transform=Compose.from_spec(spec.transform), augment=Compose(()), seed=loaded.spec.train.seed)
-    rows = np.arange(len(table))
-    shape = checked_shape(samples, {"all": rows})
-    if shape != loaded.sample_shape:
-        raise MdnError(f"its samples have shape {shape} after data.transform, but the model was trained on {loaded.sample_shape}.",
-                       where=str(table_path), hint="new files must look like the training files.")
-    workers = default_num_workers() if loaded.spec.train.num_workers is None else loaded.spec.train.num_workers
-    design_rows = apply_design(loaded.design, table, str(table_path)).astype(np.float32)
-    return Source(str(table_path), ids, table, _provider_batches(FileProvider(samples, workers), rows, design_rows))
-
-
-def file_source(loaded: LoadedRun, inputs: str | Path, table_path: str | Path, id_column: str | None = None) -> Source:
-    """New data: an HDF5 file of inputs (the spec's dataset names) and a table with the spec's columns."""
-    spec = loaded.spec.data
-    if spec.path_column is not None:
-        raise MdnError("this run reads the files named in its table's path column, not HDF5 inputs.", where="--inputs",
-                       hint=f"give the new table alone: --table new.csv, with a {spec.path_column!r} column (paths relative to the table's folder).")
-    inputs = Path(inputs)
-    with open_h5_dataset(inputs, spec.dataset, hint=f"new inputs keep the run's dataset name (data.dataset: {spec.dataset}).") as ds:
-        shape = tuple(ds.shape)
-    _refuse_empty(shape[0], f"{inputs}:{spec.dataset}")
-    if shape[1:] != loaded.sample_shape:
-        raise MdnError(
-            f"dataset {spec.dataset!r} holds samples of shape {shape[1:]}, but the model was trained on {loaded.sample_shape}.",
-            where=str(inputs),
-            hint="new inputs must look like the training inputs.",
-        )
-    n = shape[0]
-    ids = read_ids(inputs, spec.ids_dataset)
-    id_column = id_column or spec.id_column
-    table = read_table(table_path, id_column)  # ids as text: '007' stays '007'
-    if id_column is not None and ids is None and id_column not in table.columns:
-        id_column = None  # neither side has ids: match by row order
-    table = align_table(table, ids, id_column, n, str(table_path), f"{inputs}:{spec.dataset}")
-    design_rows = apply_design(loaded.design, table, str(table_path)).astype(np.float32)
-    if ids is None:
-        ids = table[id_column].to_numpy() if id_column else np.arange(n)
-
-    def batches(size: int):
-        with h5py.File(inputs, "r") as f:
-            ds = f[spec.dataset]
-            for start in range(0, n, size):
-                part = slice(start, min(start + size, n))
-                yield part, torch.from_numpy(np.ascontiguousarray(ds[part], dtype=np.float32)), torch.from_numpy(design_rows[part])
-
-    return Source(str(inputs), ids, table, batches)
-
+from mdn_cli.model.rows import Source
 
 def meta_table(loaded: LoadedRun, source: Source) -> pd.DataFrame:
     """The table rows matching the features: id, label, preserved and metadata columns."""
@@ -211,31 +87,26 @@ def extract(
     n = len(source.ids)
     started = time.perf_counter()
     shapes: dict[str, list[int]] = {}
-    with layer_outputs(modules) as captured:
-        with contextlib.ExitStack() as outputs:  # exits in reverse: both renamed only when all went well
-            tmp = outputs.enter_context(atomic_path(output))
-            meta_tmp = outputs.enter_context(atomic_path(meta_out)) if meta_out is not None else None
-            with h5py.File(tmp, "w", rdcc_nbytes=8 * CHUNK_BYTES) as f:
-                datasets: dict[str, h5py.Dataset] = {}
-                network.eval()
-                with torch.no_grad():
-                    for part, x, design in source.batches(batch_size):
-                        with metadata(network, design.to(device)):
-                            network(x.to(device))
-                        for name in layers:
-                            out = captured[name].pop()  # streamed: nothing of past batches is kept
-                            flat = out.reshape(out.shape[0], -1).float().cpu().numpy()
-                            if name not in datasets:
-                                shapes[name] = list(out.shape[1:])
-                                datasets[name] = create_chunked(f, paths[name], (n, flat.shape[1]), batch_size)
-                                datasets[name].attrs.update({"layer": name, "sample_shape": shapes[name], "after_mdn": isinstance(modules[name], MetadataNormBase)})
-                            datasets[name][part] = flat
-                        if progress is not None:
-                            progress(part.stop, n)
-                write_ids(f, source.ids)
-                f.attrs.update(_file_attrs(loaded, layers, source))
-            if meta_tmp is not None:
-                meta_table(loaded, source).to_csv(meta_tmp, index=False)
+    with contextlib.ExitStack() as outputs:  # exits in reverse: both renamed only when all went well
+        tmp = outputs.enter_context(atomic_path(output))
+        meta_tmp = outputs.enter_context(atomic_path(meta_out)) if meta_out is not None else None
+        with h5py.File(tmp, "w", rdcc_nbytes=8 * CHUNK_BYTES) as f:
+            datasets: dict[str, h5py.Dataset] = {}
+            for (part, _x, _design), _out, captured in eval_batches(network, source.batches(batch_size), device, modules):
+                for name in layers:  # streamed: nothing of past batches is kept
+                    out = captured[name]
+                    rows = flat(out).numpy()
+                    if name not in datasets:
+                        shapes[name] = list(out.shape[1:])
+                        datasets[name] = create_chunked(f, paths[name], (n, rows.shape[1]), batch_size)
+                        datasets[name].attrs.update({"layer": name, "sample_shape": shapes[name], "after_mdn": isinstance(modules[name], MetadataNormBase)})
+                    datasets[name][part] = rows
+                if progress is not None:
+                    progress(part.stop, n)
+            write_ids(f, source.ids)
+            f.attrs.update(_file_attrs(loaded, layers, source))
+        if meta_tmp is not None:
+            meta_table(loaded, source).to_csv(meta_tmp, index=False)
     seconds = time.perf_counter() - started
     return {
         "output": str(output),

@@ -10,7 +10,7 @@ import torch
 from mdn_cli.model.network import Network
 from mdn_cli.nn import MetadataNormBase, metadata
 from mdn_cli.model.checkpoint import load_run, run_spec
-from mdn_cli.train.loop import build_run
+from mdn_cli.train.run import build_run
 
 
 def layers_of(target: str | Path) -> list[dict]:

@@ -15,8 +15,10 @@ from pathlib import Path
 from mdn_cli.utils.errors import MdnError
 from mdn_cli.model.checkpoint import load_run, save_checkpoint
 from mdn_cli.nn import metadata_norm_layers, refit_beta
-from mdn_cli.analysis.report import metric_row
-from mdn_cli.train.loop import Run, validate
+from mdn_cli.analysis.report import REPORTED
+from mdn_cli.train.history import flat_metrics
+from mdn_cli.train.monitor import validate
+from mdn_cli.train.run import Run
 
 
 def refit_run(run_dir: str | Path, checkpoint: str = "best", device: str | None = None, output: Path | None = None) -> dict:
@@ -26,7 +28,7 @@ def refit_run(run_dir: str | Path, checkpoint: str = "best", device: str | None 
         raise MdnError("this run has no MDN layers: there is no beta to refit.", where=str(loaded.checkpoint), hint="refit a run trained with MDN layers.")
     data = loaded.training_data()
     run = Run(loaded.spec, data, loaded.network, loaded.device)
-    before = metric_row(validate(run))
+    before = flat_metrics(validate(run), REPORTED)
     size = loaded.spec.train.batch_size
 
     def training_rows():
@@ -34,7 +36,7 @@ def refit_run(run_dir: str | Path, checkpoint: str = "best", device: str | None 
             yield x.to(run.device), design.to(run.device)
 
     rows = refit_beta(run.network, training_rows)
-    after = metric_row(validate(run))
+    after = flat_metrics(validate(run), REPORTED)
     target = output or loaded.checkpoint.with_name(f"{loaded.checkpoint.stem}-refit.pt")
     state = dict(loaded.state, model=run.network.state_dict(), refit={"from": str(loaded.checkpoint), "rows": rows})
     save_checkpoint(state, target)

@@ -9,6 +9,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mdn_cli.train.history import flat_metrics
 from mdn_cli.utils.errors import MdnError
 from mdn_cli.utils.fileio import read_json
 
@@ -71,13 +72,8 @@ class RunRecord:
         return next((m for m in self.history if m["epoch"] == best), self.history[-1])
 
 
-def metric_row(metrics: dict) -> dict:
-    """An epoch's metrics flat: accuracy, losses, and ``dcor2[column|stratum]``."""
-    row = {key: metrics[key] for key in ("val_acc", "val_balanced_acc", "val_auc", "val_loss", "train_loss") if key in metrics}
-    for column, values in (metrics.get("dcor2") or {}).items():
-        for stratum, value in values.items():
-            row[f"dcor2[{column}|{stratum}]"] = value
-    return row
+# the metrics a comparison shows, in this order (then dcor² per column and stratum)
+REPORTED = ("val_acc", "val_balanced_acc", "val_auc", "val_loss", "train_loss")
 
 
 def comparison_rows(records: list[RunRecord], which: str = "last") -> list[dict]:
@@ -86,7 +82,7 @@ def comparison_rows(records: list[RunRecord], which: str = "last") -> list[dict]
     for record in records:
         m = record.epoch(which) or {}
         row = {"run": record.name, "epoch": m.get("epoch"), "epochs": record.summary.get("epochs", len(record.history))}
-        row.update(metric_row(m))
+        row.update(flat_metrics(m, REPORTED))
         row["seconds"] = m.get("seconds")
         rows.append(row)
     return rows

@@ -43,14 +43,6 @@ class SpecError(MdnError):
         super().__init__(f"{count} problem{'s' if count != 1 else ''} in the spec:\n{lines}", where=where)
 
 
-def path_text(loc: Loc) -> str:
-    """("model", "layers", 2, "type") -> "model.layers[2].type"."""
-    text = ""
-    for part in loc:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
-    return text
-
-
 def parent_path(key_path: str) -> str:
     if key_path.endswith("]"):
         return key_path[: key_path.rindex("[")]

@@ -11,11 +11,12 @@ from typing import Any, Sequence
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from mdn_cli.config.issues import Problem, SpecError, SpecIssue, path_text, make_issue, suggest
+from mdn_cli.config.issues import Problem, SpecError, SpecIssue, make_issue, suggest
 from mdn_cli.config.overrides import apply_override
 from mdn_cli.config.schema import SECTIONS, VARIANT_KEYS, Spec, cross_section_problems
 from mdn_cli.config.translate import translate
 from mdn_cli.config.yamlio import Dumper, Flow, Loader, node_lines, show_value, yaml_issue
+from mdn_cli.utils.errors import path_text
 
 def _read_text(path: Path) -> str:
     def fail(message: str, hint: str) -> SpecError:

@@ -8,9 +8,10 @@ from typing import Any
 
 import yaml
 
-from mdn_cli.config.issues import Loc, Problem, path_text, suggest
+from mdn_cli.config.issues import Loc, Problem, suggest
 from mdn_cli.config.schema import is_model, known_keys, schema_at, unwrap
 from mdn_cli.config.yamlio import Loader
+from mdn_cli.utils.errors import path_text
 
 _OVERRIDE_KEY = re.compile(r"^[^.\[\]=\s]+(\.[^.\[\]=\s]+|\[\d+\])*$")
 

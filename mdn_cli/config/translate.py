@@ -5,10 +5,10 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from mdn_cli.config.issues import Loc, Problem, path_text, suggest
+from mdn_cli.config.issues import Loc, Problem, suggest
 from mdn_cli.config.schema import PATTERN_MESSAGES, example_hint, known_keys
 from mdn_cli.config.yamlio import show_value
-from mdn_cli.utils.errors import did_you_mean
+from mdn_cli.utils.errors import did_you_mean, path_text
 
 _BOUNDS = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}
 _TYPE_NAMES = {"int": "an integer", "float": "a number", "string": "a string", "bool": "true or false", "path": "a file path"}

@@ -7,7 +7,8 @@ from typing import Any
 
 import yaml
 
-from mdn_cli.config.issues import Loc, Problem, SpecIssue, path_text
+from mdn_cli.config.issues import Loc, Problem, SpecIssue
+from mdn_cli.utils.errors import path_text
 
 # YAML 1.1 reads `1e-4` as a string (it wants `1.0e-4`); users write it, so read it as a float.
 _EXP_FLOAT = re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$")

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from mdn_cli.data.batching import batch_rows
 from mdn_cli.data.readers import SampleReadError, read_sample
 from mdn_cli.data.transforms import Compose, TransformApplyError, output_shape, sample_generator
 
@@ -182,12 +183,9 @@ class RowBatches(Sampler):
         return math.ceil(len(self.rows) / self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[tuple[int, ...], int, bool]]:
-        rows = self.rows
-        if self.shuffle_seed is not None:
-            rows = rows[torch.randperm(len(rows), generator=torch.Generator().manual_seed(self.shuffle_seed)).numpy()]
         epoch, training = self.samples.epoch, self.samples.training
-        for start in range(0, len(rows), self.batch_size):
-            yield tuple(rows[start : start + self.batch_size].tolist()), epoch, training
+        for rows in batch_rows(self.rows, self.batch_size, self.shuffle_seed):
+            yield tuple(rows.tolist()), epoch, training
 
 
 class SampleBatches(Dataset):

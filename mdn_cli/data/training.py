@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from mdn_cli.data.batching import batch_rows
 from mdn_cli.data.design import DesignMatrix
 from mdn_cli.data.file_dataset import default_num_workers
 from mdn_cli.data.h5 import H5Rows, read_ids
@@ -45,13 +46,13 @@ class TrainingData:
     def num_outputs(self) -> int:
         return num_outputs(self.classes)
 
+    def batch_rows(self, split: str, batch_size: int, shuffle_seed: int | None = None) -> list[np.ndarray]:
+        """The rows of each batch of a split, in order or permuted by ``shuffle_seed`` (the one shuffle: one process or DDP)."""
+        return batch_rows(self.splits[split], batch_size, shuffle_seed)
+
     def batches(self, split: str, batch_size: int, shuffle_seed: int | None = None, epoch: int | None = None) -> Iterator[tuple[np.ndarray, torch.Tensor, torch.Tensor, torch.Tensor]]:
-        """(rows, inputs, design, targets) per batch; shuffled by ``shuffle_seed`` when given, augmented as ``epoch`` when given."""
-        rows = self.splits[split]
-        if shuffle_seed is not None:
-            gen = torch.Generator().manual_seed(shuffle_seed)
-            rows = rows[torch.randperm(len(rows), generator=gen).numpy()]
-        batches = [rows[start : start + batch_size] for start in range(0, len(rows), batch_size)]
+        """(rows, inputs, design, targets) per batch (``batch_rows``); augmented as ``epoch`` when given."""
+        batches = self.batch_rows(split, batch_size, shuffle_seed)
         for batch, x in zip(batches, self.inputs.batches(batches, epoch)):
             yield batch, x, self.design_rows[batch], self.targets[batch]
 

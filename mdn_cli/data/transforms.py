@@ -9,7 +9,6 @@ depend on the number of workers or the loading order, and a resumed run continue
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import math
 from dataclasses import dataclass
@@ -17,6 +16,8 @@ from typing import Any, Callable, ClassVar, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
+
+from mdn_cli.utils.errors import did_you_mean, path_text
 
 Problem = tuple[tuple, str, "str | None"]  # (key path relative to the list, message, hint)
 REQUIRED = object()
@@ -27,7 +28,7 @@ class TransformSpecError(ValueError):
 
     def __init__(self, problems: list[Problem]):
         self.problems = problems
-        super().__init__("\n".join(f"{render_key_path(path) or 'transforms'}: {message}" + (f" Hint: {hint}" if hint else "") for path, message, hint in problems))
+        super().__init__("\n".join(f"{path_text(path) or 'transforms'}: {message}" + (f" Hint: {hint}" if hint else "") for path, message, hint in problems))
 
 
 class TransformApplyError(ValueError):
@@ -40,11 +41,6 @@ class TransformApplyError(ValueError):
 
     def at(self, step: int, name: str) -> TransformApplyError:
         return TransformApplyError(self.message, hint=self.hint, step=step, name=name)
-
-
-def render_key_path(parts: Sequence) -> str:
-    """``(2, "resize", "size")`` -> ``[2].resize.size``."""
-    return "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in parts).lstrip(".")
 
 
 class _Invalid(Exception):
@@ -445,7 +441,7 @@ def _parse_step(index: int, item: Any, problems: list[Problem]) -> Step | None:
         return None
     [(name, options)] = item.items()
     if name not in STEPS:
-        problems.append(((index, name), "unknown transform.", _did_you_mean(name, STEPS, "transforms are: " + ", ".join(STEPS) + ".")))
+        problems.append(((index, name), "unknown transform.", did_you_mean(name, STEPS, "transforms are: " + ", ".join(STEPS) + ".")))
         return None
     cls = STEPS[name]
     if options is None:
@@ -457,7 +453,7 @@ def _parse_step(index: int, item: Any, problems: list[Problem]) -> Step | None:
     values = {}
     for key, value in options.items():
         if key not in cls.OPTIONS:
-            problems.append(((index, name, key), "unknown option.", _did_you_mean(key, cls.OPTIONS, f"options are: {', '.join(cls.OPTIONS)}.")))
+            problems.append(((index, name, key), "unknown option.", did_you_mean(key, cls.OPTIONS, f"options are: {', '.join(cls.OPTIONS)}.")))
             continue
         try:
             values[key] = cls.OPTIONS[key][0](value)
@@ -487,11 +483,6 @@ def _dims_problems(steps: list[tuple[int, Step]]) -> list[Problem]:
         if isinstance(step, Flip) and max(step.axes) >= dims:
             problems.append(((index, step.name, "axes"), f"axis {max(step.axes)} does not exist in {dims} spatial dims (set by step {first_index}, {first.name}).", f"spatial axes are 0 to {dims - 1}."))
     return problems
-
-
-def _did_you_mean(word: object, options: Sequence[str], otherwise: str) -> str:
-    close = difflib.get_close_matches(str(word), list(options), n=1, cutoff=0.6)
-    return f"did you mean `{close[0]}`?" if close else otherwise
 
 
 class Compose:

@@ -57,7 +57,7 @@ def penalty_metadata_norm(features: torch.Tensor, design: torch.Tensor, beta: to
     residual (preserved columns included), as in the PMDN reference code. Differentiable in the
     features and in ``beta`` through both outputs; the backward pass folds the two gradient
     paths into one update of the features' gradient. Which loss reaches which parameters is the
-    training loop's choice (``train.pmdn_step``).
+    training loop's choice (``mdn_cli.train.loop.fit_penalty_betas``).
     """
     y = features.reshape(features.shape[0], -1)
     out, penalty = PenaltyMetadataNormFunction.apply(y, design.to(y.dtype), beta.to(y.dtype), num_preserved)

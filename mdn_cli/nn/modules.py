@@ -222,7 +222,7 @@ class PenaltyMetadataNorm(MetadataNormBase):
     other variants), the penalty is a sum of squares, beta starts at zero, and only the metadata
     and intercept part is removed from the output. After each training forward ``penalty`` holds
     that term (``mdn_penalty`` sums them). The reference trains beta on the penalty alone and the
-    network on the task loss alone, in two passes per batch: ``mdn_cli.train.loop.pmdn_step``.
+    network on the task loss alone, in two passes per batch: ``mdn_cli.train.loop.fit_penalty_betas``.
     """
 
     def __init__(self, num_features: int, num_design: int, num_preserved: int = 0):

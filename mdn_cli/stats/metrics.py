@@ -45,6 +45,11 @@ _REASONS = {
 }
 
 
+def predicted_classes(task: str, score: np.ndarray) -> np.ndarray:
+    """The predicted class index per row: class 1 when P(class 1) > THRESHOLD (binary), the most probable class (multiclass)."""
+    return score.argmax(axis=1) if task == "multiclass" else (score > THRESHOLD).astype(np.int64)
+
+
 class MetricsInputError(ValueError):
     """Inputs no metric can be computed from: the message says what is wrong and what to do."""
 
@@ -146,7 +151,7 @@ def _prepare(task: str, y_true, score, classes: Optional[Sequence]) -> tuple[np.
 
 
 def _binary(y: np.ndarray, p: np.ndarray, w: np.ndarray) -> dict:
-    predicted = (p > THRESHOLD).astype(np.int64)
+    predicted = predicted_classes("binary", p)
     ranked = y.min() != y.max()  # both classes present: AUC and AP are defined
     return {
         "accuracy": skm.accuracy_score(y, predicted, sample_weight=w),
@@ -161,7 +166,7 @@ def _binary(y: np.ndarray, p: np.ndarray, w: np.ndarray) -> dict:
 
 def _multiclass(y: np.ndarray, p: np.ndarray, w: np.ndarray) -> dict:
     k = p.shape[1]
-    predicted = p.argmax(axis=1)
+    predicted = predicted_classes("multiclass", p)
     return {
         "accuracy": skm.accuracy_score(y, predicted, sample_weight=w),
         "balanced_accuracy": skm.balanced_accuracy_score(y, predicted, sample_weight=w),  # classes in y_true

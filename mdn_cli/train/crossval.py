@@ -23,6 +23,7 @@ from mdn_cli.utils.errors import MdnError, did_you_mean
 from mdn_cli.utils.fileio import atomic_path, atomic_write_text, read_json
 from mdn_cli.stats.metrics import mean_sd
 from mdn_cli.train.loop import Progress, train
+from mdn_cli.train.history import flat_metrics
 
 CV_FILE = "cv.json"
 
@@ -69,20 +70,11 @@ def _fold_table(table: pd.DataFrame, id_column: Optional[str], pool: np.ndarray,
     return pd.DataFrame({id_column or "row": key[keep], "split": split[keep]})
 
 
-def _flat_metrics(epoch: dict) -> dict:
-    """An epoch's val metrics and ``dcor2[column|stratum]``, flat."""
-    row = {key: value for key, value in epoch.items() if key.startswith("val_")}
-    for column, values in (epoch.get("dcor2") or {}).items():
-        for stratum, value in values.items():
-            row[f"dcor2[{column}|{stratum}]"] = value
-    return row
-
-
 def summarise(run_dir: Path, runs: list[dict]) -> dict:
     """Per fold (last epoch) and mean ± sd (sample sd over the folds) of the val metrics and dcor²."""
     for fold in runs:
         summary = read_json(run_dir / fold["run_dir"] / "summary.json", hint="finish the fold with --resume.")
-        fold["metrics"] = _flat_metrics(summary["last"] or {})
+        fold["metrics"] = flat_metrics(summary["last"] or {})
         fold["epochs"] = summary["epochs"]
     names = list(dict.fromkeys(name for fold in runs for name in fold["metrics"]))
     return {name: mean_sd([fold["metrics"].get(name) for fold in runs]) for name in names}

@@ -1,4 +1,4 @@
-"""The training loop: MDN-aware batches, per-epoch validation and dcor², atomic checkpoints, resume.
+"""The epoch loop: MDN-aware batches (PMDN's two passes, DDP), per-epoch validation, atomic checkpoints, resume.
 
 Nothing here prints: progress goes to an optional callback, so the CLI decides how to show it.
 """
@@ -9,60 +9,26 @@ import contextlib
 import json
 import math
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 import torch
 from torch import nn
 
-from mdn_cli.utils import distributed
-from mdn_cli.data.audit import audit_features
 from mdn_cli.config import Spec, dump_spec, same_training, spec_hash
-from mdn_cli.data.training import TrainingData, load_training_data
-from mdn_cli.utils.distributed import resolve_device
+from mdn_cli.data.training import TrainingData
+from mdn_cli.model.checkpoint import CHECKPOINT_FORMAT, check_run_dir, load_checkpoint, save_checkpoint
+from mdn_cli.model.finetune import init_message, keep_frozen_norms_in_eval
+from mdn_cli.model.task import task_loss
+from mdn_cli.nn import mdn_penalty, metadata, metadata_norm_layers, penalty_parameters, set_sync
+from mdn_cli.train.monitor import validate
+from mdn_cli.train.options import autocast, balanced_class_weights, grad_scaler, make_scheduler
+from mdn_cli.train.run import Run, build_run
+from mdn_cli.utils import distributed
 from mdn_cli.utils.errors import MdnError
 from mdn_cli.utils.fileio import atomic_write_text, interrupts_deferred
-from mdn_cli.model.finetune import init_message, keep_frozen_norms_in_eval, prepare_network
-from mdn_cli.model.network import Network, build_network
-from mdn_cli.nn import CollinearDesignError, fit_gram, layer_outputs, mdn_penalty, metadata, metadata_norm_layers, penalty_parameters, set_sync
-from mdn_cli.model.checkpoint import CHECKPOINT_FORMAT, check_run_dir, load_checkpoint, save_checkpoint
-from mdn_cli.train.options import autocast, balanced_class_weights, check_precision, grad_scaler, make_scheduler, scores, task_loss
-from mdn_cli.stats.metrics import overall_metrics
 
 Progress = Callable[..., None]
-
-
-@dataclass
-class Run:
-    """A built, ready-to-train model with its data (also what `extract` and `layers` rebuild)."""
-
-    spec: Spec
-    data: TrainingData
-    network: Network
-    device: torch.device
-    init_report: dict | None = None  # what `model.init` loaded and left (None without it)
-
-
-def build_run(spec: Spec, *, fine_tune: bool = True) -> Run:
-    """Load and check the data, build the model with MDN, fit the Gram inverse on the train rows.
-
-    ``fine_tune=False`` skips ``model.init`` and ``train.freeze``, for `mdn layers`, which lists the
-    names those two need.
-    """
-    device = distributed.device_for(resolve_device(spec.train.device))
-    data = load_training_data(spec, spec.train.seed, pin_memory=device.type == "cuda")
-    torch.manual_seed(spec.train.seed)
-    network = build_network(spec, data.design.num_columns, data.design.num_preserved, data.sample_shape, data.num_outputs)
-    init_report = prepare_network(spec, network) if fine_tune else None  # pretrained weights and frozen modules, before the Gram fit
-    try:
-        fit_gram(network, data.design_rows[data.splits["train"]].double(), data.design.column_names, spec.mdn.ridge)
-    except CollinearDesignError as exc:
-        raise MdnError(str(exc), where=str(spec.data.table),
-                       hint="drop one of those columns from data.metadata or mdn.preserve, merge rare categories, or set mdn.ridge (e.g. 1e-3).") from None
-    check_precision(spec, device)
-    return Run(spec, data, network.to(device), device, init_report)
 
 
 def _train_loss_fn(run: Run) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
@@ -73,21 +39,6 @@ def _train_loss_fn(run: Run) -> Callable[[torch.Tensor, torch.Tensor], torch.Ten
     return task_loss(run.spec.train.task, balanced_class_weights(train_targets, run.data.classes, where=str(run.spec.data.table)))
 
 
-def _correct(task: str, out: torch.Tensor, y: torch.Tensor) -> int:
-    if task == "multiclass":
-        return int((out.argmax(1) == y).sum())
-    return int(((out[:, 0] > 0).float() == y).sum())
-
-
-def _ranked_metrics(task: str, out: torch.Tensor, targets: torch.Tensor, split: str) -> dict:
-    """Balanced accuracy (and ROC AUC for binary) of a split, from stats.metrics (scikit-learn); None when undefined."""
-    values = overall_metrics(task, targets.long().numpy(), scores(task, out).numpy()).values
-    metrics = {f"{split}_balanced_acc": values["balanced_accuracy"]}
-    if task == "binary":
-        metrics[f"{split}_auc"] = values["roc_auc"]
-    return metrics
-
-
 def _optimizer(spec: Spec, params) -> torch.optim.Optimizer:
     t = spec.train
     if t.optimizer == "sgd":
@@ -96,71 +47,14 @@ def _optimizer(spec: Spec, params) -> torch.optim.Optimizer:
     return cls(params, lr=t.lr, weight_decay=t.weight_decay)
 
 
-def evaluate(run: Run, split: str, capture: str | None = None, batch_size: int | None = None) -> tuple[dict, np.ndarray | None]:
-    """Loss (and accuracy) on a split in eval mode; the features of layer ``capture`` if given."""
-    network, task = run.network, run.spec.train.task
-    loss_fn = task_loss(task)
-    watched = {capture: network.feature_module(capture)} if capture is not None else {}
-    network.eval()
-    total_loss, correct, n = 0.0, 0, 0
-    outputs: list[torch.Tensor] = []
-    try:
-        with torch.no_grad(), layer_outputs(watched, keep=lambda out: out.detach().reshape(out.shape[0], -1).float().cpu()) as captured:
-            for _rows, x, design, y in run.data.batches(split, batch_size or run.spec.train.batch_size):
-                x, design, y = x.to(run.device), design.to(run.device), y.to(run.device)
-                with metadata(network, design):
-                    out = network(x)
-                total_loss += float(loss_fn(out, y)) * len(y)
-                if task != "regression":
-                    correct += _correct(task, out, y)
-                    outputs.append(out.detach().double().cpu())
-                n += len(y)
-    finally:
-        network.train()
-    metrics = {f"{split}_loss": total_loss / n}
-    if task != "regression":
-        metrics[f"{split}_acc"] = correct / n
-        metrics.update(_ranked_metrics(task, torch.cat(outputs), run.data.targets[run.data.splits[split]], split))
-    features = torch.cat(captured[capture]).numpy() if capture is not None else None
-    return metrics, features
-
-
-def dcor_by_class(run: Run, features: np.ndarray, split: str = "val") -> dict:
-    """dcor² of the features with each metadata column, pooled and per label class (as the paper)."""
-    spec = run.spec
-    rows = run.data.splits[split]
-    table = run.data.table.iloc[rows].reset_index(drop=True)
-    limit = spec.train.dcor_max_samples
-    if limit is not None and len(rows) > limit:
-        keep = np.sort(np.random.default_rng(spec.train.seed).choice(len(rows), limit, replace=False))
-        features, table = features[keep], table.iloc[keep].reset_index(drop=True)
-    by = spec.data.label if spec.train.task != "regression" else None
-    result = audit_features(features, table, spec.data.metadata, by=by, categorical=spec.data.categorical)
-    return result.nested()
-
-
-def validate(run: Run) -> dict:
-    """The per-epoch validation metrics: loss, accuracy, and dcor² of ``train.monitor``'s features."""
-    metrics, features = evaluate(run, "val", capture=run.spec.train.monitor)
-    if features is not None:
-        metrics["dcor2"] = dcor_by_class(run, features)
-    return metrics
-
-
 def _train_batches(data: TrainingData, batch_size: int, seed: int, world: distributed.World, epoch: int | None = None):
     """(global batch size, inputs, design, targets) of this rank: ``batch_size`` rows per rank.
 
-    One process: ``data.batches``. Under DDP the same shuffled global batches of
-    ``batch_size * world size`` rows, each rank loading only its share. ``epoch`` draws the
+    The shuffled global batches of ``batch_size * world size`` rows (``TrainingData.batch_rows``),
+    each rank loading only its share (all of it in one process). ``epoch`` draws the
     augmentation (per row, so any sharding gives the same samples).
     """
-    if world.size == 1:
-        for rows, x, design, y in data.batches("train", batch_size, shuffle_seed=seed, epoch=epoch):
-            yield len(rows), x, design, y
-        return
-    rows = data.splits["train"]
-    rows = rows[torch.randperm(len(rows), generator=torch.Generator().manual_seed(seed)).numpy()]
-    batches = [rows[start : start + batch_size * world.size] for start in range(0, len(rows), batch_size * world.size)]
+    batches = data.batch_rows("train", batch_size * world.size, seed)
     mine = [distributed.shard(batch, world) for batch in batches]
     for batch, part, x in zip(batches, mine, data.inputs.batches(mine, epoch)):
         yield len(batch), x, data.design_rows[part], data.targets[part]

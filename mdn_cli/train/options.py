@@ -10,7 +10,6 @@ import math
 from typing import Callable
 
 import torch
-from torch import nn
 
 from mdn_cli.utils.errors import MdnError
 
@@ -55,23 +54,6 @@ def balanced_class_weights(targets: torch.Tensor, classes: list, where: str) -> 
         raise MdnError(f"class(es) {', '.join(absent)} have no training rows, so train.class_weights: balanced cannot weight them.",
                        where=where, hint="put rows of every class in the training split, or remove train.class_weights.")
     return (len(targets) / (len(classes) * counts.double())).float()
-
-
-def task_loss(task: str, weights: torch.Tensor | None = None) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """The task's loss, optionally with class weights: binary through ``pos_weight = w1 / w0``, multiclass through ``weight``."""
-    if task == "regression":
-        return lambda out, y: nn.functional.mse_loss(out[:, 0], y)
-    if task == "binary":
-        pos_weight = None if weights is None else (weights[1] / weights[0]).reshape(1)
-        return lambda out, y: nn.functional.binary_cross_entropy_with_logits(out[:, 0], y, pos_weight=None if pos_weight is None else pos_weight.to(out.device))
-    return lambda out, y: nn.functional.cross_entropy(out, y, weight=None if weights is None else weights.to(out.device))
-
-
-def scores(task: str, out: torch.Tensor) -> torch.Tensor:
-    """What the metrics take from the network's output: P(class 1) (binary), per-class probabilities (multiclass), the prediction (regression)."""
-    if task == "multiclass":
-        return torch.softmax(out, dim=1)
-    return torch.sigmoid(out[:, 0]) if task == "binary" else out[:, 0]
 
 
 # -- mixed precision ----------------------------------------------------------------------------

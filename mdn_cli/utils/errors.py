@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import difflib
-from typing import Iterable
+from typing import Iterable, Sequence
 
 
 class MdnError(Exception):
@@ -36,3 +36,11 @@ def did_you_mean(word: object, options: Iterable[object], otherwise: str) -> str
     best = max(score.values(), default=0.0)
     close = sorted((name for name in score if score[name] >= best - 0.05), key=lambda name: (-score[name], names.index(name)))
     return f"did you mean {', '.join(f'`{name}`' for name in close)}?" if close else otherwise
+
+
+def path_text(parts: Sequence) -> str:
+    """A key path as the spec writes it: ``("model", "layers", 2, "type")`` -> ``model.layers[2].type``, ``(2, "resize")`` -> ``[2].resize``."""
+    text = ""
+    for part in parts:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text

@@ -11,7 +11,8 @@ import torch
 import torch.distributed as dist
 
 from mdn_cli.config import load_spec
-from mdn_cli.train.loop import build_run, train
+from mdn_cli.train.loop import train
+from mdn_cli.train.run import build_run
 from tests.helpers import SMALL_MDN, run_cli, write_spec
 
 pytestmark = pytest.mark.skipif(

@@ -12,9 +12,11 @@ import pytest
 import torch
 
 from mdn_cli.utils.errors import MdnError
-from mdn_cli.analysis.extract import extract, split_source
+from mdn_cli.analysis.extract import extract
+from mdn_cli.model.rows import split_source
 from mdn_cli.model.checkpoint import load_run
-from mdn_cli.train.loop import build_run, evaluate
+from mdn_cli.train.monitor import split_metrics
+from mdn_cli.train.run import build_run
 from tests.helpers import mdn, no_leftovers, ok
 
 
@@ -45,7 +47,7 @@ def test_extracted_features_are_the_training_loops(trained, tmp_path):
     loaded = load_run(trained / "mdn", "last")
     run = build_run(loaded.spec)  # the training code's own rebuild, with the checkpoint's weights
     run.network.load_state_dict(loaded.state["model"])
-    _, expected = evaluate(run, "val", capture="fc1")
+    _, expected = split_metrics(run, "val", capture="fc1")
     with h5py.File(out) as f:
         np.testing.assert_allclose(f["features"][:], expected, rtol=1e-5, atol=1e-6)
         val_ids = run.data.table.iloc[run.data.splits["val"]]["id"].to_numpy()

@@ -11,7 +11,8 @@ import torch
 
 from mdn_cli.config import load_spec
 from mdn_cli.nn import MetadataNormBase
-from mdn_cli.train.loop import Trainer, build_run
+from mdn_cli.train.loop import Trainer
+from mdn_cli.train.run import build_run
 from tests.helpers import SMALL_BASELINE, SMALL_MDN, make_small_data, mdn, ok, write_spec
 
 BN_MDN = SMALL_MDN[:1] + [{"type": "batchnorm2d", "name": "bn1"}] + SMALL_MDN[1:]

@@ -125,7 +125,8 @@ def test_refit_output_option_and_extract_with_the_refitted_checkpoint(runs, tmp_
     import h5py
 
     from mdn_cli.model.checkpoint import load_run
-    from mdn_cli.train.loop import Run, evaluate
+    from mdn_cli.train.monitor import split_metrics
+    from mdn_cli.train.run import Run
     from tests.helpers import ok
 
     target = tmp_path / "refitted.pt"
@@ -138,7 +139,7 @@ def test_refit_output_option_and_extract_with_the_refitted_checkpoint(runs, tmp_
 
     def val_features(checkpoint: str):
         loaded = load_run(runs / "mdn", checkpoint)
-        return evaluate(Run(loaded.spec, loaded.training_data(), loaded.network, loaded.device), "val", capture="fc1")[1]
+        return split_metrics(Run(loaded.spec, loaded.training_data(), loaded.network, loaded.device), "val", capture="fc1")[1]
 
     refitted, original = val_features(str(target)), val_features("last")
     np.testing.assert_allclose(extracted, refitted, rtol=1e-5, atol=1e-6)

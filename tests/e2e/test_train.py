@@ -16,7 +16,8 @@ import torch
 import yaml
 
 from mdn_cli.config import load_spec
-from mdn_cli.train.loop import build_run, evaluate
+from mdn_cli.train.monitor import split_metrics
+from mdn_cli.train.run import build_run
 from tests.helpers import SMALL_BASELINE, SMALL_MDN, mdn, run_cli, write_spec
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -144,7 +145,7 @@ def test_mdn_after_attaches_to_a_factory_model(small_data, tmp_path):
     spec.write_text(yaml.safe_dump(config))
     run = build_run(load_spec(spec))
     assert set(run.network.attached_mdn.keys()) == {"features__0", "head__fc"}
-    metrics, features = evaluate(run, "val", capture="head.fc")
+    metrics, features = split_metrics(run, "val", capture="head.fc")
     assert features.shape == (len(run.data.splits["val"]), 8)
     result = mdn("train", spec, "-o", tmp_path / "run", "-q")
     assert result.returncode == 0, result.stderr

@@ -15,8 +15,10 @@ import torch
 from mdn_cli.config import SpecError, TrainSpec, dump_spec, load_spec, same_training
 from mdn_cli.utils.errors import MdnError
 from mdn_cli.nn import MetadataNorm, fit_gram, metadata
-from mdn_cli.train.loop import Trainer, _train_loss_fn, build_run, train
-from mdn_cli.train.options import balanced_class_weights, make_scheduler, task_loss
+from mdn_cli.train.loop import Trainer, _train_loss_fn, train
+from mdn_cli.train.run import build_run
+from mdn_cli.model.task import task_loss
+from mdn_cli.train.options import balanced_class_weights, make_scheduler
 from tests.helpers import SMALL_BASELINE, SMALL_MDN, make_small_data, mdn, write_spec
 
 

@@ -8,7 +8,6 @@ from typing import Optional
 import typer
 
 from mdn_cli.cli.app import Device, OutputFormat, app, err_console, show
-from mdn_cli.utils.errors import MdnError
 
 
 @app.command()
@@ -38,43 +37,15 @@ def evaluate(
 
     Example: mdn evaluate runs/mdn --split test --by cf --bootstrap 1000 --predictions preds.csv
     """
+    from mdn_cli.analysis.evaluate import evaluate_run, save_result
     from mdn_cli.cli.render_evaluate import render_evaluation
-    from mdn_cli.train.crossval import fold_dirs, is_cv_run
-    from mdn_cli.analysis.evaluate import Part, across_folds, row_splits, save_result
-    from mdn_cli.analysis.evaluate import evaluate as run_evaluation
-    from mdn_cli.analysis.extract import new_source, split_source
     from mdn_cli.utils.fileio import atomic_path
-    from mdn_cli.model.checkpoint import load_run
 
-    options = dict(by=by or None, bins=bins, layer=layer, n_boot=bootstrap, seed=seed, level=level, batch_size=batch_size)
-    runs = fold_dirs(run_dir) if is_cv_run(run_dir) else [run_dir]
-    new_data = inputs is not None or table is not None
-    if len(runs) > 1 and split == "train" and not new_data:
-        raise MdnError("each fold of a cross-validation has its own training rows.", where="--split",
-                       hint=f"use val (out of fold), test or all, or evaluate one fold's run ({run_dir}/fold-0).")  # fmt: skip
-    loaded_runs = [load_run(path, checkpoint, device.value if device else None) for path in runs]
-    rows = Path(inputs or table).stem if new_data else split
-    folds = list(range(len(runs))) if len(runs) > 1 else [None]
-
-    def part(loaded, fold):
-        source = new_source(loaded, inputs, table)
-        if source is not None:
-            return Part(loaded, source, rows, fold)
-        return Part(loaded, split_source(loaded, split), row_splits(loaded, split), fold)
-
-    if len(runs) > 1 and split == "val" and not new_data:  # out of fold: each model on its own held-out rows
-        result, predictions_out = run_evaluation([part(loaded, fold) for loaded, fold in zip(loaded_runs, folds)], **options)
-    elif len(runs) > 1:  # every fold's model on the same rows
-        if bootstrap is not None:
-            raise MdnError("--bootstrap on a cross-validation's shared rows is not supported: the folds' spread is the interval.", where="--bootstrap",
-                           hint="leave out --bootstrap (the result is mean ± sd over the folds), or use --split val for out-of-fold predictions.")  # fmt: skip
-        each = [run_evaluation([part(loaded, fold)], **options) for loaded, fold in zip(loaded_runs, folds)]
-        result, predictions_out = across_folds([r for r, _ in each], [p for _, p in each], folds)
-    else:
-        result, predictions_out = run_evaluation([part(loaded_runs[0], None)], **options)
+    evaluation = evaluate_run(run_dir, split=split, checkpoint=checkpoint, inputs=inputs, table=table, device=device.value if device else None,
+                              by=by or None, bins=bins, layer=layer, n_boot=bootstrap, seed=seed, level=level, batch_size=batch_size)  # fmt: skip
     if predictions is not None:
         with atomic_path(predictions) as tmp:
-            predictions_out.to_csv(tmp, index=False)
-    saved = save_result(run_dir, result, rows, loaded_runs[0].checkpoint.stem)
-    show(render_evaluation(result, fmt.value), output)
+            evaluation.predictions.to_csv(tmp, index=False)
+    saved = save_result(run_dir, evaluation)
+    show(render_evaluation(evaluation.result, fmt.value), output)
     err_console().print(f"kept in {saved}" + (f"; predictions in {predictions}" if predictions else ""), markup=False)

@@ -35,7 +35,7 @@ def validate(spec_path: Path = SPEC_ARG, overrides: list[str] = SET_OPT) -> None
     Example: mdn validate sample_data/synthetic/mdn.yaml --set train.lr=1e-3
     """
     from mdn_cli.nn import metadata_norm_layers
-    from mdn_cli.train.loop import build_run
+    from mdn_cli.train.run import build_run
 
     run = build_run(load_spec(spec_path, overrides))
     splits = run.data.splits

@@ -1,0 +1,40 @@
+"""Eval-mode passes over batches of rows: the one way training's validation, `evaluate` and `extract` run a model.
+
+Each row's design rows reach the MDN layers (which use their eval beta), no gradients are kept,
+and the outputs of watched layers are captured per batch (``nn.layer_outputs``).
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Iterator, Mapping
+
+import torch
+from torch import nn
+
+from mdn_cli.nn import layer_outputs, metadata
+
+
+def eval_batches(network: nn.Module, batches: Iterable[tuple], device: torch.device,
+                 watched: Mapping[str, nn.Module] | None = None) -> Iterator[tuple[tuple, torch.Tensor, dict[str, torch.Tensor]]]:  # fmt: skip
+    """Per batch of ``(rows, x, design, ...)``: the batch, the network's output, each watched module's output.
+
+    The network runs in eval mode and is put back in the mode it was in afterwards (as
+    ``torch.optim.swa_utils.update_bn`` does). Nothing of past batches is kept here.
+    """
+    watched = dict(watched or {})
+    was_training = network.training
+    network.eval()
+    try:
+        with torch.no_grad(), layer_outputs(watched) as captured:
+            for batch in batches:
+                x, design = batch[1], batch[2]
+                with metadata(network, design.to(device)):
+                    out = network(x.to(device))
+                yield batch, out, {name: captured[name].pop() for name in watched}
+    finally:
+        network.train(was_training)
+
+
+def flat(out: torch.Tensor) -> torch.Tensor:
+    """A layer's output as float32 rows on the CPU, one per sample: what the audit and the feature files take."""
+    return out.detach().reshape(out.shape[0], -1).float().cpu()
