@@ -1,34 +1,18 @@
-"""Transforms of one channels-first sample, (C, H, W) or (C, X, Y, Z), built from a spec's list of one-key steps.
+"""The transform steps: each a small frozen dataclass that maps one channels-first sample to another.
 
-    [{"resize": {"size": [64, 64]}}, {"center_crop": {"size": 56}}, {"zscore": {"nonzero": true}}]
-
-Names and meanings follow torchvision.transforms.v2 and MONAI (each step says which). Random
-steps draw from a generator seeded by (seed, epoch, row), so a sample's augmentation does not
-depend on the number of workers or the loading order, and a resumed run continues identically.
+Names and meanings follow torchvision.transforms.v2 and MONAI (each step says which). Random steps
+draw from the generator they are given (``compose.sample_generator``).
 """
 
 from __future__ import annotations
 
-import hashlib
-import math
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar, Iterator, Sequence
+from typing import Any, Callable, ClassVar
 
 import torch
 import torch.nn.functional as F
 
-from mdn_cli.utils.errors import did_you_mean, path_text
-
-Problem = tuple[tuple, str, "str | None"]  # (key path relative to the list, message, hint)
-REQUIRED = object()
-
-
-class TransformSpecError(ValueError):
-    """Every problem of a transform list at once; key paths are relative to the list (``(2, "resize", "size")``)."""
-
-    def __init__(self, problems: list[Problem]):
-        self.problems = problems
-        super().__init__("\n".join(f"{path_text(path) or 'transforms'}: {message}" + (f" Hint: {hint}" if hint else "") for path, message, hint in problems))
+from mdn_cli.data.transforms import options
 
 
 class TransformApplyError(ValueError):
@@ -41,77 +25,6 @@ class TransformApplyError(ValueError):
 
     def at(self, step: int, name: str) -> TransformApplyError:
         return TransformApplyError(self.message, hint=self.hint, step=step, name=name)
-
-
-class _Invalid(Exception):
-    def __init__(self, message: str, hint: str | None = None):
-        self.message, self.hint = message, hint
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _spatial_size(key: str) -> Callable[[Any], int | tuple[int, ...]]:
-    def parse(value: Any) -> int | tuple[int, ...]:
-        if _is_int(value) and value > 0:
-            return value
-        if isinstance(value, list) and len(value) in (2, 3) and all(_is_int(v) and v > 0 for v in value):
-            return tuple(value)
-        raise _Invalid("must be a positive integer (every spatial dim) or a list of 2 or 3 positive integers.", f"e.g. {key}: [64, 64] for (H, W), {key}: [48, 48, 48] for (X, Y, Z), or {key}: 64.")
-
-    return parse
-
-
-def _non_negative_int(value: Any) -> int:
-    if _is_int(value) and value >= 0:
-        return value
-    raise _Invalid("must be a non-negative integer.", "e.g. padding: 4.")
-
-
-def _probability(value: Any) -> float:
-    if _is_number(value) and 0 <= value <= 1:
-        return float(value)
-    raise _Invalid("must be a probability between 0 and 1.", "e.g. p: 0.5.")
-
-
-def _axes(value: Any) -> tuple[int, ...]:
-    if isinstance(value, list) and 1 <= len(value) <= 3 and all(_is_int(v) and 0 <= v <= 2 for v in value) and len(set(value)) == len(value):
-        return tuple(value)
-    raise _Invalid("must be a list of distinct spatial axes 0, 1 or 2 (0 = the first axis after the channels).", "e.g. axes: [1] flips a (C, H, W) image left-right.")
-
-
-def _number(value: Any) -> float:
-    if _is_number(value):
-        return float(value)
-    raise _Invalid("must be a number.", None)
-
-
-def _numbers(value: Any) -> float | tuple[float, ...]:
-    if _is_number(value):
-        return float(value)
-    if isinstance(value, list) and value and all(_is_number(v) for v in value):
-        return tuple(float(v) for v in value)
-    raise _Invalid("must be a number or a list of numbers (one per channel).", "e.g. mean: [0.485, 0.456, 0.406] or mean: 0.5.")
-
-
-def _flag(value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    raise _Invalid("must be true or false.", None)
-
-
-def _one_of(*choices: str) -> Callable[[Any], str]:
-    def parse(value: Any) -> str:
-        if value in choices:
-            return value
-        raise _Invalid(f"must be one of {', '.join(choices)}.", None)
-
-    return parse
 
 
 def _spatial_dims(shape: tuple[int, ...]) -> int:
@@ -170,7 +83,7 @@ class Resize(Step):
     size: int | tuple[int, ...]
     mode: str | None = None
     name: ClassVar[str] = "resize"
-    OPTIONS: ClassVar = {"size": (_spatial_size("size"), REQUIRED), "mode": (_one_of("bilinear", "trilinear", "nearest"), None)}
+    OPTIONS: ClassVar = {"size": (options.spatial_size("size"), options.REQUIRED), "mode": (options.one_of("bilinear", "trilinear", "nearest"), None)}
     size_key: ClassVar[str] = "size"
 
     @property
@@ -210,7 +123,7 @@ class CenterCrop(Step):
 
     size: int | tuple[int, ...]
     name: ClassVar[str] = "center_crop"
-    OPTIONS: ClassVar = {"size": (_spatial_size("size"), REQUIRED)}
+    OPTIONS: ClassVar = {"size": (options.spatial_size("size"), options.REQUIRED)}
     size_key: ClassVar[str] = "size"
 
     keeps_values: ClassVar[bool] = True
@@ -237,7 +150,7 @@ class RandomCrop(Step):
     size: int | tuple[int, ...]
     padding: int = 0
     name: ClassVar[str] = "random_crop"
-    OPTIONS: ClassVar = {"size": (_spatial_size("size"), REQUIRED), "padding": (_non_negative_int, 0)}
+    OPTIONS: ClassVar = {"size": (options.spatial_size("size"), options.REQUIRED), "padding": (options.non_negative_int, 0)}
     random: ClassVar[bool] = True
     size_key: ClassVar[str] = "size"
 
@@ -267,7 +180,7 @@ class PadOrCrop(Step):
 
     shape: int | tuple[int, ...]
     name: ClassVar[str] = "pad_or_crop"
-    OPTIONS: ClassVar = {"shape": (_spatial_size("shape"), REQUIRED)}
+    OPTIONS: ClassVar = {"shape": (options.spatial_size("shape"), options.REQUIRED)}
     size_key: ClassVar[str] = "shape"
 
     keeps_values: ClassVar[bool] = True
@@ -297,7 +210,7 @@ class Flip(Step):
     axes: tuple[int, ...]
     p: float = 0.5
     name: ClassVar[str] = "flip"
-    OPTIONS: ClassVar = {"axes": (_axes, REQUIRED), "p": (_probability, 0.5)}
+    OPTIONS: ClassVar = {"axes": (options.axes, options.REQUIRED), "p": (options.probability, 0.5)}
     random: ClassVar[bool] = True
 
     keeps_values: ClassVar[bool] = True
@@ -325,7 +238,7 @@ class ScaleIntensity(Step):
     min: float = 0.0
     max: float = 1.0
     name: ClassVar[str] = "scale_intensity"
-    OPTIONS: ClassVar = {"min": (_number, 0.0), "max": (_number, 1.0)}
+    OPTIONS: ClassVar = {"min": (options.number, 0.0), "max": (options.number, 1.0)}
 
     def problems(self) -> list[tuple[str, str, str | None]]:
         return [] if self.max > self.min else [("max", f"must be larger than min ({self.min:g}).", "e.g. min: 0, max: 1.")]
@@ -345,7 +258,7 @@ class Normalize(Step):
     mean: float | tuple[float, ...]
     std: float | tuple[float, ...]
     name: ClassVar[str] = "normalize"
-    OPTIONS: ClassVar = {"mean": (_numbers, REQUIRED), "std": (_numbers, REQUIRED)}
+    OPTIONS: ClassVar = {"mean": (options.numbers, options.REQUIRED), "std": (options.numbers, options.REQUIRED)}
 
     def problems(self) -> list[tuple[str, str, str | None]]:
         out = []
@@ -384,7 +297,7 @@ class ZScore(Step):
     nonzero: bool = False
     channel_wise: bool = False
     name: ClassVar[str] = "zscore"
-    OPTIONS: ClassVar = {"nonzero": (_flag, False), "channel_wise": (_flag, False)}
+    OPTIONS: ClassVar = {"nonzero": (options.flag, False), "channel_wise": (options.flag, False)}
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         _needs_float(x, self.name)
@@ -412,144 +325,3 @@ def _as_tuple(value: float | tuple[float, ...]) -> tuple[float, ...]:
 
 
 STEPS: dict[str, type[Step]] = {step.name: step for step in (Resize, CenterCrop, RandomCrop, PadOrCrop, Flip, ScaleIntensity, Normalize, ZScore)}
-EXAMPLE = 'e.g. [{resize: {size: [64, 64]}}, {center_crop: {size: 56}}, {zscore: {nonzero: true}}].'
-
-
-def parse_steps(raw: Any) -> list[Step]:
-    """The steps of a spec's transform list (None = none), or one TransformSpecError with every problem.
-
-    Each item is ``{name: {option: value}}``; ``{name: null}`` and a bare ``name`` take the defaults.
-    """
-    if raw is None:
-        return []
-    if not isinstance(raw, list):
-        raise TransformSpecError([((), "must be a list of transforms.", EXAMPLE)])
-    problems: list[Problem] = []
-    steps = [(index, step) for index, item in enumerate(raw) if (step := _parse_step(index, item, problems)) is not None]
-    problems += _dims_problems(steps)
-    if problems:
-        raise TransformSpecError(sorted(problems, key=lambda problem: problem[0][:1]))  # stable: by step, then as found
-    return [step for _, step in steps]
-
-
-def _parse_step(index: int, item: Any, problems: list[Problem]) -> Step | None:
-    if isinstance(item, str):
-        item = {item: None}
-    if not isinstance(item, dict) or len(item) != 1:
-        found = f"found {len(item)} keys ({', '.join(map(str, item))})" if isinstance(item, dict) else f"found {type(item).__name__}"
-        problems.append(((index,), f"must be one transform: a mapping with one key, its name ({found}).", "write each transform as its own list item, " + EXAMPLE))
-        return None
-    [(name, options)] = item.items()
-    if name not in STEPS:
-        problems.append(((index, name), "unknown transform.", did_you_mean(name, STEPS, "transforms are: " + ", ".join(STEPS) + ".")))
-        return None
-    cls = STEPS[name]
-    if options is None:
-        options = {}
-    if not isinstance(options, dict):
-        problems.append(((index, name), "must be a mapping of options.", f"options are: {', '.join(cls.OPTIONS)}."))
-        return None
-    before = len(problems)
-    values = {}
-    for key, value in options.items():
-        if key not in cls.OPTIONS:
-            problems.append(((index, name, key), "unknown option.", did_you_mean(key, cls.OPTIONS, f"options are: {', '.join(cls.OPTIONS)}.")))
-            continue
-        try:
-            values[key] = cls.OPTIONS[key][0](value)
-        except _Invalid as invalid:
-            problems.append(((index, name, key), invalid.message, invalid.hint))
-    for key, (_, default) in cls.OPTIONS.items():
-        if key not in options and default is REQUIRED:
-            problems.append(((index, name, key), "is required.", f"options are: {', '.join(cls.OPTIONS)}."))
-    if len(problems) > before:
-        return None
-    step = cls(**values)
-    problems += [((index, name, key), message, hint) for key, message, hint in step.problems()]
-    return step if len(problems) == before else None
-
-
-def _dims_problems(steps: list[tuple[int, Step]]) -> list[Problem]:
-    """Steps whose sizes or axes disagree on the number of spatial dims (the first explicit size decides)."""
-    sized = [(index, step, len(value)) for index, step in steps if step.size_key and isinstance(value := getattr(step, step.size_key), tuple)]
-    if not sized:
-        return []
-    first_index, first, dims = sized[0]
-    problems: list[Problem] = []
-    for index, step, n in sized[1:]:
-        if n != dims:
-            problems.append(((index, step.name, step.size_key), f"has {n} values but step {first_index} ({first.name}) has {dims}: the steps disagree on the number of spatial dims.", None))
-    for index, step in steps:
-        if isinstance(step, Flip) and max(step.axes) >= dims:
-            problems.append(((index, step.name, "axes"), f"axis {max(step.axes)} does not exist in {dims} spatial dims (set by step {first_index}, {first.name}).", f"spatial axes are 0 to {dims - 1}."))
-    return problems
-
-
-class Compose:
-    """Steps applied in order to one sample: ``compose(x, generator)``.
-
-    Random steps need the generator (FileSamples passes ``sample_generator(seed, epoch, row)``);
-    deterministic ones ignore it. A step that cannot apply raises TransformApplyError with its index.
-    """
-
-    def __init__(self, steps: Sequence[Step]):
-        self.steps = tuple(steps)
-
-    @classmethod
-    def from_spec(cls, raw: Any) -> Compose:
-        return cls(parse_steps(raw))
-
-    @property
-    def is_random(self) -> bool:
-        return any(step.random for step in self.steps)
-
-    def __iter__(self) -> Iterator[Step]:
-        return iter(self.steps)
-
-    def __len__(self) -> int:
-        return len(self.steps)
-
-    def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        if generator is None and self.is_random:
-            raise ValueError("these transforms are random and need a generator (sample_generator(seed, epoch, row)).")
-        for index, step in enumerate(self.steps):
-            try:
-                x = step(x, generator)
-            except TransformApplyError as exc:
-                raise exc.at(index, step.name) from None
-        return x
-
-    def __repr__(self) -> str:
-        return f"Compose({list(self.steps)!r})"
-
-
-def output_shape(steps: Sequence[Step], input_shape: Sequence[int]) -> tuple[int, ...]:
-    """The shape the steps make of ``input_shape`` (random steps too: their shapes are fixed), or TransformApplyError."""
-    shape = tuple(input_shape)
-    for index, step in enumerate(steps):
-        try:
-            shape = step.output_shape(shape)
-        except TransformApplyError as exc:
-            raise exc.at(index, step.name) from None
-    return shape
-
-
-def needs_float(steps: Sequence[Step]) -> bool:
-    """False when uint8/uint16 samples can be stored as read and transformed later, exactly.
-
-    That holds when every step only moves, selects or zero-pads values (center/random crop,
-    pad_or_crop, flip, nearest resize), or there are none: such steps commute with
-    ``readers.to_float`` (0 stays 0), so transforming the integers and then scaling equals
-    scaling and then transforming. Interpolating resizes and intensity steps need float.
-    """
-    return not all(step.keeps_values for step in steps)
-
-
-def sample_generator(seed: int, epoch: int, row: int) -> torch.Generator:
-    """A generator that depends only on (seed, epoch, row): not on workers, loading order or earlier draws.
-
-    Seeded with a 64-bit BLAKE2 hash of the three integers (a few microseconds a sample; numpy's
-    SeedSequence would do as well at three times the cost).
-    """
-    digest = hashlib.blake2b(b"%d,%d,%d" % (seed, epoch, row), digest_size=8, person=b"mdn-augment").digest()
-    return torch.Generator().manual_seed(int.from_bytes(digest, "little"))
