@@ -13,11 +13,6 @@ from mdn_cli.data.features import open_features
 from mdn_cli.data.tables import align_table, read_table
 
 
-# ----------------------------------------------------------------------------------------------
-# Inputs: features.h5, the table, the join
-# ----------------------------------------------------------------------------------------------
-
-
 def run_audit(features_path: str | Path, table_source: str, *, dataset: str = "features",
               id_column: Optional[str] = None, columns: Optional[Sequence[str]] = None,
               **options) -> AuditResult:  # fmt: skip

@@ -22,12 +22,13 @@ import pandas as pd
 from mdn_cli import __version__
 from mdn_cli.config import spec_hash
 from mdn_cli.data.h5 import CHUNK_BYTES, create_chunked, write_ids
+from mdn_cli.model.checkpoint import LoadedRun
+from mdn_cli.model.inference import eval_batches, flat
+from mdn_cli.model.rows import Source
+from mdn_cli.nn import MetadataNormBase
 from mdn_cli.utils.errors import MdnError
 from mdn_cli.utils.fileio import atomic_path
-from mdn_cli.model.inference import eval_batches, flat
-from mdn_cli.nn import MetadataNormBase
-from mdn_cli.model.checkpoint import LoadedRun
-from mdn_cli.model.rows import Source
+
 
 def meta_table(loaded: LoadedRun, source: Source) -> pd.DataFrame:
     """The table rows matching the features: id, label, preserved and metadata columns."""

@@ -7,9 +7,9 @@ from typing import Sequence
 
 import torch
 
+from mdn_cli.model.checkpoint import load_run, run_spec
 from mdn_cli.model.network import Network
 from mdn_cli.nn import MetadataNormBase, metadata
-from mdn_cli.model.checkpoint import load_run, run_spec
 from mdn_cli.train.run import build_run
 
 

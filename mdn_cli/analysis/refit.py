@@ -11,14 +11,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-
-from mdn_cli.utils.errors import MdnError
+from mdn_cli.analysis.report import REPORTED
 from mdn_cli.model.checkpoint import load_run, save_checkpoint
 from mdn_cli.nn import metadata_norm_layers, refit_beta
-from mdn_cli.analysis.report import REPORTED
 from mdn_cli.train.history import flat_metrics
 from mdn_cli.train.monitor import validate
 from mdn_cli.train.run import Run
+from mdn_cli.utils.errors import MdnError
 
 
 def refit_run(run_dir: str | Path, checkpoint: str = "best", device: str | None = None, output: Path | None = None) -> dict:

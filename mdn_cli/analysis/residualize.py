@@ -24,9 +24,9 @@ from mdn_cli.data.design import DesignMatrix, apply_design
 from mdn_cli.data.features import FeatureFile
 from mdn_cli.data.h5 import create_chunked
 from mdn_cli.data.tables import align_table, read_table
+from mdn_cli.nn import CollinearDesignError, batch_beta, gram_inverse, metadata_norm
 from mdn_cli.utils.errors import MdnError
 from mdn_cli.utils.fileio import atomic_path, read_json
-from mdn_cli.nn import CollinearDesignError, batch_beta, gram_inverse, metadata_norm
 
 MODEL_FORMAT = "mdn-residualizer"
 MODEL_VERSION = 1

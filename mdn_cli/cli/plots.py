@@ -11,9 +11,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
+from mdn_cli.analysis.report import RunRecord, evaluations  # noqa: E402
 from mdn_cli.utils.errors import MdnError  # noqa: E402
 from mdn_cli.utils.fileio import atomic_path  # noqa: E402
-from mdn_cli.analysis.report import RunRecord, evaluations  # noqa: E402
 
 FORMATS = (".png", ".pdf", ".svg")
 STRATUM_STYLES = ("-", "--", ":", "-.")

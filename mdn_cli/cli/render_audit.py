@@ -9,7 +9,6 @@ from typing import Optional
 
 from mdn_cli.data.audit import ROW_KEYS, AuditResult, AuditRow
 
-
 # The human-readable views (markdown, rich): header and alignment of each column, then the cells.
 _DISPLAY_COLUMNS = [("column", "left"), ("kind", "left"), ("stratum", "left"), ("n", "right"),
                     ("missing", "right"), ("dcor²", "right"), ("p-value", "right"), ("note", "left")]  # fmt: skip

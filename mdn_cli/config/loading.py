@@ -18,6 +18,7 @@ from mdn_cli.config.translate import translate
 from mdn_cli.config.yamlio import Dumper, Flow, Loader, node_lines, show_value, yaml_issue
 from mdn_cli.utils.errors import path_text
 
+
 def _read_text(path: Path) -> str:
     def fail(message: str, hint: str) -> SpecError:
         return SpecError([SpecIssue("", None, message, hint)], where=str(path))

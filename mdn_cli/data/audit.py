@@ -16,9 +16,9 @@ import pandas as pd
 import torch
 
 from mdn_cli.data.design import is_categorical
-from mdn_cli.utils.errors import MdnError
 from mdn_cli.stats import DcorResult, distance_correlation
 from mdn_cli.stats.validation import NonFiniteError, check_finite, level_text, listing
+from mdn_cli.utils.errors import MdnError
 
 STATISTIC = "dcor2_u: bias-corrected squared distance correlation (U-statistic)"
 

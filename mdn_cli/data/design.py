@@ -12,8 +12,8 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from mdn_cli.utils.errors import MdnError, did_you_mean
 from mdn_cli.stats.validation import listing
+from mdn_cli.utils.errors import MdnError, did_you_mean
 
 INTERCEPT = "intercept"
 

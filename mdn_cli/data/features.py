@@ -14,8 +14,8 @@ import h5py
 import numpy as np
 
 from mdn_cli.data.h5 import open_h5_dataset
-from mdn_cli.utils.errors import MdnError
 from mdn_cli.stats.validation import NonFiniteError, check_finite
+from mdn_cli.utils.errors import MdnError
 
 CHUNK_VALUES = 1 << 24  # values per chunk read (64 MB in float32)
 

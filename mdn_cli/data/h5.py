@@ -10,8 +10,8 @@ import h5py
 import numpy as np
 import torch
 
-from mdn_cli.utils.errors import MdnError
 from mdn_cli.stats.validation import listing
+from mdn_cli.utils.errors import MdnError
 
 IN_MEMORY_LIMIT = 2 * 1024**3  # inputs larger than this are read from disk batch by batch
 READ_CHUNK_ROWS = 4096

@@ -20,8 +20,8 @@ from torch.utils.data import Sampler
 from mdn_cli.data.file_dataset import (
     FileLoader,
     FileSamples,
-    SampleTransformError,
     SampleBatches,
+    SampleTransformError,
     check_files,
     check_shapes,
 )
@@ -33,8 +33,8 @@ from mdn_cli.data.transforms import (
     output_shape,
     sample_generator,
 )
-from mdn_cli.utils.errors import MdnError
 from mdn_cli.stats.validation import listing
+from mdn_cli.utils.errors import MdnError
 
 
 def sample_error(exc: SampleReadError) -> MdnError:

@@ -10,7 +10,6 @@ does: a network can lean on the confounder, which MDN is meant to stop.
 from __future__ import annotations
 
 from dataclasses import dataclass
-
 from pathlib import Path
 
 import h5py

@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 
 from mdn_cli.data.design import level_strings
-from mdn_cli.utils.errors import MdnError
 from mdn_cli.stats.validation import listing
+from mdn_cli.utils.errors import MdnError
 
 
 def read_table(path: str | Path, id_column: str | None = None) -> pd.DataFrame:

@@ -18,10 +18,10 @@ from mdn_cli.data.design import DesignMatrix
 from mdn_cli.data.file_dataset import default_num_workers
 from mdn_cli.data.h5 import H5Rows, read_ids
 from mdn_cli.data.rows import FileProvider, H5Provider, checked_shape, file_samples
-from mdn_cli.data.transforms import Compose
 from mdn_cli.data.tables import align_table, read_table, row_names
-from mdn_cli.utils.errors import MdnError, did_you_mean
+from mdn_cli.data.transforms import Compose
 from mdn_cli.stats.validation import listing
+from mdn_cli.utils.errors import MdnError, did_you_mean
 
 SPLITS = ("train", "val", "test")
 

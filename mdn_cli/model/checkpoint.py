@@ -17,10 +17,10 @@ import torch
 from mdn_cli.config import Spec, load_spec, same_training, spec_hash
 from mdn_cli.data.design import DesignMatrix
 from mdn_cli.data.training import TrainingData, load_training_data, num_outputs
+from mdn_cli.model.network import Network, build_network
 from mdn_cli.utils.distributed import resolve_device
 from mdn_cli.utils.errors import MdnError
 from mdn_cli.utils.fileio import atomic_path
-from mdn_cli.model.network import Network, build_network
 
 CHECKPOINT_FORMAT = 1  # the version of the layout below; a checkpoint of another version is refused
 CHECKPOINT_KEYS = ("format", "epoch", "model", "config", "design", "classes", "sample_shape")

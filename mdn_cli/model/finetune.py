@@ -13,11 +13,11 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _NormBase
 
-from mdn_cli.utils.errors import MdnError, did_you_mean
+from mdn_cli.model.checkpoint import CHECKPOINT_KEYS, load_state_file
 from mdn_cli.model.network import Network, layer_issue
 from mdn_cli.nn import MetadataNormBase
-from mdn_cli.model.checkpoint import CHECKPOINT_KEYS, load_state_file
 from mdn_cli.stats.validation import listing
+from mdn_cli.utils.errors import MdnError, did_you_mean
 
 _WHERE = "model.init.path"
 _SHOWN = 8  # names shown per kind of mismatch

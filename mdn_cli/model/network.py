@@ -12,10 +12,10 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from mdn_cli.utils.errors import MdnError, did_you_mean
 from mdn_cli.nn import LazyMetadataNorm, LazyPenaltyMetadataNorm, LazyRecursiveMetadataNorm, MetadataNormBase, attach_key, attach_metadata_norm, metadata
 from mdn_cli.nn.layer_types import LAYER_TYPES
 from mdn_cli.stats.validation import listing
+from mdn_cli.utils.errors import MdnError, did_you_mean
 
 _MDN_FIXED_ARGS = ("num_design", "num_preserved")  # set from the design matrix, not the spec
 

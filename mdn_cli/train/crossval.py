@@ -19,11 +19,11 @@ import pandas as pd
 from mdn_cli.config import Spec
 from mdn_cli.data.folds import FoldError, assign_folds
 from mdn_cli.data.training import load_training_data
+from mdn_cli.stats.metrics import mean_sd
+from mdn_cli.train.history import flat_metrics
+from mdn_cli.train.loop import Progress, train
 from mdn_cli.utils.errors import MdnError, did_you_mean
 from mdn_cli.utils.fileio import atomic_path, atomic_write_text, read_json
-from mdn_cli.stats.metrics import mean_sd
-from mdn_cli.train.loop import Progress, train
-from mdn_cli.train.history import flat_metrics
 
 CV_FILE = "cv.json"
 

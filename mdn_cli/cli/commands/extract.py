@@ -41,8 +41,8 @@ def extract(
     Example: mdn extract runs/png --layer fc1 --table new.csv -o new_fc1.h5   (a run that reads files)
     """
     from mdn_cli.analysis.extract import extract as run_extract
-    from mdn_cli.model.rows import new_source, split_source
     from mdn_cli.model.checkpoint import load_run
+    from mdn_cli.model.rows import new_source, split_source
 
     loaded = load_run(run_dir, checkpoint, device.value if device else None)
     for name in layer:

@@ -33,8 +33,8 @@ def report(
 
     Example: mdn report runs/baseline runs/mdn --plot comparison.png --audit audit.json
     """
-    from mdn_cli.cli.render import render_report
     from mdn_cli.analysis.report import RunRecord, load_audit
+    from mdn_cli.cli.render import render_report
 
     if epoch not in ("last", "best"):
         raise MdnError(f"--epoch must be last or best, not {epoch!r}.", where="--epoch", hint=None)

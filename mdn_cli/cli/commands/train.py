@@ -87,8 +87,8 @@ def train(
     if group_column is not None or repeats != 1:
         raise MdnError("--group-column and --repeats go with --folds.", where="--group-column" if group_column else "--repeats", hint="add --folds K.")
     if nproc > 1 and "WORLD_SIZE" not in os.environ:
-        from mdn_cli.utils.distributed import launch
         from mdn_cli.model.checkpoint import check_run_dir
+        from mdn_cli.utils.distributed import launch
 
         check_run_dir(output, resume)
 
@@ -111,8 +111,8 @@ def train(
     if fmt == OutputFormat.json:
         emit(json.dumps(summary, indent=2), None)
         return
-    from mdn_cli.cli.render import render_runs
     from mdn_cli.analysis.report import RunRecord
+    from mdn_cli.cli.render import render_runs
 
     show(render_runs([RunRecord.from_summary(summary)], fmt.value), None)
 
