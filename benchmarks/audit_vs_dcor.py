@@ -27,7 +27,7 @@ def _child(case: str, n: int, d: int, columns: int, permutations: int, repeats: 
     import dcor
     import torch
 
-    from mdn_cli.stats import distance_correlation
+    from mdn_cli.stats import IndependenceTest, distance_correlation
 
     rng = np.random.default_rng(0)
     x = rng.standard_normal(size=(n, d), dtype=np.float32)
@@ -39,7 +39,7 @@ def _child(case: str, n: int, d: int, columns: int, permutations: int, repeats: 
     if case == "ours":
         run = lambda: distance_correlation(x, ys, [False] * columns)  # noqa: E731
     elif case == "ours_permutation":
-        run = lambda: distance_correlation(x, ys, [False] * columns, test="permutation", permutations=permutations)  # noqa: E731
+        run = lambda: distance_correlation(x, ys, [False] * columns, test=IndependenceTest("permutation", permutations=permutations))  # noqa: E731
     elif case == "dcor":
         run = lambda: dcor.u_distance_correlation_sqr(x64, ys[0])  # noqa: E731
     elif case == "dcor_permutation":

@@ -17,7 +17,7 @@ import pandas as pd
 import torch
 
 from mdn_cli.data.audit import audit_features
-from mdn_cli.stats import distance_correlation
+from mdn_cli.stats import Interval, Tiles, distance_correlation
 from timing import best_time  # benchmarks/timing.py
 
 
@@ -46,7 +46,7 @@ def main() -> None:
     assert abs(population_dcor2(0.0)) < 1e-12 and abs(population_dcor2(1.0) - 1.0) < 1e-12
     for rho in sorted({args.rho, 0.2, 0.8}):
         x, y = sample(rng, 20_000, rho)
-        (big,) = distance_correlation(x, [y], [False], dtype=torch.float64, ci=0.999)
+        (big,) = distance_correlation(x, [y], [False], interval=Interval(0.999), tiles=Tiles(dtype=torch.float64))
         inside = big.ci_low <= population_dcor2(rho) <= big.ci_high
         print(f"rho = {rho}: closed form R² = {population_dcor2(rho):.5f}; n = 20,000 estimate {big.dcor2_u:.5f} "
               f"[{big.ci_low:.5f}, {big.ci_high:.5f}] (0.999 interval) {'holds it' if inside else 'MISSES IT'}")  # fmt: skip
@@ -58,7 +58,7 @@ def main() -> None:
         hits, widths, estimates = 0, [], []
         for _ in range(args.reps):
             x, y = sample(rng, n, args.rho)
-            (result,) = distance_correlation(x, [y], [False], ci=args.level)
+            (result,) = distance_correlation(x, [y], [False], interval=Interval(args.level))
             hits += result.ci_low <= truth <= result.ci_high
             widths.append(result.ci_high - result.ci_low)
             estimates.append(result.dcor2_u)

@@ -16,7 +16,7 @@ import pandas as pd
 import torch
 
 from mdn_cli.data.design import is_categorical
-from mdn_cli.stats import DcorResult, distance_correlation
+from mdn_cli.stats import DcorResult, IndependenceTest, Interval, Tiles, distance_correlation
 from mdn_cli.stats.validation import NonFiniteError, check_finite, level_text, listing
 from mdn_cli.utils.errors import MdnError
 
@@ -201,10 +201,13 @@ def audit_features(
     try:
         results = distance_correlation(
             matrix, job_columns, job_kinds, subsets=job_subsets, given=job_given, given_categorical=job_given_kinds,
-            test=test, permutations=permutations, seed=seed, ci=ci,
-            cluster=None if cluster is None else table[cluster].to_numpy(dtype=object),
-            permute_within=None if permute_within is None else table[permute_within].to_numpy(dtype=object),
-            dtype=dtype, tile_size=tile_size, progress=progress, device=device, share_over_processes=share_over_processes,
+            test=None if test is None else IndependenceTest(
+                test, permutations=permutations, seed=seed,
+                permute_within=None if permute_within is None else table[permute_within].to_numpy(dtype=object)),
+            interval=None if ci is None else Interval(
+                ci, cluster=None if cluster is None else table[cluster].to_numpy(dtype=object)),
+            tiles=Tiles(dtype=dtype, tile_size=tile_size, progress=progress, device=device,
+                        share_over_processes=share_over_processes),
         )  # fmt: skip
     except ValueError as error:  # what only the pass can see, e.g. strata whose blocks all have one row
         option = "--permute-within" if "permute_within" in str(error) else "--cluster" if "cluster" in str(error) else None

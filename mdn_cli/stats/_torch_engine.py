@@ -1,22 +1,26 @@
-"""The tile accumulation in torch: the numba kernel's sums on any device, in float64.
+"""The torch engine of the tiled pass: the numba kernel's sums on any device, in float64.
 
-Same inputs and outputs as ``stats._accumulate_tile`` (a ``_PassArrays``), so everything built
-on the sums (dcor², permutations, partial dcor, jackknife) works unchanged. On a GPU the
-distance tiles, the metadata shuffles and every sum stay on the device; only the per-row and
-per-job sums come back at the end. Masks are applied as 0/1 weights on both sides of a tile,
-which gives the numba kernel's sums once the caller has weighted the per-row arrays.
+Same arrays in and out as ``_kernel.accumulate_tile`` (``_pass_arrays.PassArrays``, every
+output of ``OUTPUTS``), so everything built on the sums (dcor², permutations, partial dcor,
+jackknife) works unchanged. On a GPU the distance tiles, the metadata shuffles and every sum
+stay on the device; only the per-row and per-job sums come back at the end. Masks are applied
+as 0/1 weights on both sides of a tile, which gives the numba kernel's sums once the pass has
+weighted the per-row arrays (``_pass_arrays.masked``).
 """
 
 from __future__ import annotations
 
 import torch
 
+from mdn_cli.stats._pass_arrays import OUTPUT_NAMES, PassArrays
+
 # Elements of one (jobs x tile x tile) block of metadata distances.
 _BLOCK_ELEMENTS = 1 << 22
 
 
-def accumulate(features: torch.Tensor, arrays, tiles, tile: int, device: torch.device, progress, near_fraction: float):
-    """Every sum of one pass over ``tiles`` (upper-triangle (i0, j0) pairs) on ``device``."""
+def accumulate(features: torch.Tensor, arrays: PassArrays, tiles, tile: int, device: torch.device, progress,
+               near_fraction: float) -> PassArrays:  # fmt: skip
+    """Every output of one pass over ``tiles`` (upper-triangle (i0, j0) pairs) on ``device``."""
     n = features.shape[0]
     dtype = features.dtype
     f64 = torch.float64
@@ -25,8 +29,7 @@ def accumulate(features: torch.Tensor, arrays, tiles, tile: int, device: torch.d
     norms = (x * x).sum(dim=1)
     put = lambda array, kind=None: torch.as_tensor(array, device=device, dtype=kind)  # noqa: E731
     weights, values, linear = put(arrays.weights, dtype), put(arrays.values, dtype), put(arrays.linear, dtype)
-    out = {name: put(getattr(arrays, name), f64).zero_() for name in
-           ("rowsum", "saa", "sab", "rowprod", "rowprod_within", "rowsq", "rowsq_within", "linear_out", "group_sums")}  # fmt: skip
+    out = {name: put(getattr(arrays, name), f64).zero_() for name in OUTPUT_NAMES}
     collect_squares = arrays.rowsq.shape[0] > 0
     collect_groups = arrays.group_sums.shape[0] > 0
     groups = put(arrays.groups, torch.long)

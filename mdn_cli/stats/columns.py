@@ -100,6 +100,18 @@ def numeric_row_sums(values: np.ndarray, weights: np.ndarray | None = None) -> n
     return sums
 
 
+def distance_sums(values: np.ndarray, categorical: bool) -> tuple[np.ndarray, float]:
+    """Row sums b_i. and S_bb = sum_ij b_ij^2 of one column's distance matrix, in closed form."""
+    n = values.size
+    if categorical:
+        _, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
+        row_sums = (n - counts[inverse]).astype(np.float64)
+        return row_sums, float(n * n - np.sum(counts.astype(np.float64) ** 2))
+    centred = values - values.mean()
+    sum_squares = 2.0 * n * float(np.sum(centred**2)) - 2.0 * float(np.sum(centred)) ** 2
+    return numeric_row_sums(values), sum_squares
+
+
 def _codes(values: np.ndarray) -> np.ndarray:
     return np.unique(values, return_inverse=True)[1].reshape(-1)
 

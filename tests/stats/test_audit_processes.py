@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from mdn_cli.stats import distance_correlation
+from mdn_cli.stats import IndependenceTest, Interval, Tiles, distance_correlation
 
 pytestmark = pytest.mark.skipif(not (dist.is_available() and dist.is_gloo_available()), reason="torch.distributed with gloo is not available")
 
@@ -30,8 +30,8 @@ def problem():
 
 def audit(shared: bool = False):
     x, columns, categorical, subsets = problem()
-    options = dict(subsets=subsets, test="permutation", permutations=49, seed=3, dtype=torch.float64, tile_size=64, ci=0.9,
-                   share_over_processes=shared)
+    options = dict(subsets=subsets, test=IndependenceTest("permutation", permutations=49, seed=3), interval=Interval(0.9),
+                   tiles=Tiles(dtype=torch.float64, tile_size=64, share_over_processes=shared))
     return [r.__dict__ for r in distance_correlation(x, columns, categorical, **options)]
 
 

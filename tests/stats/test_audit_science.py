@@ -6,14 +6,18 @@ leave-one-out recomputation.
 
 from __future__ import annotations
 
+import inspect
+
 import dcor
 import numpy as np
 import pytest
 import scipy.stats
 import torch
 
+from mdn_cli.stats import _jobs, _kernel, _tiled
+from mdn_cli.stats._pass_arrays import INPUTS, OUTPUTS, PassArrays
 from mdn_cli.stats import dcor as stats
-from mdn_cli.stats import distance_correlation
+from mdn_cli.stats import Engine, IndependenceTest, Interval, Tiles, distance_correlation
 from mdn_cli.stats.columns import group_row_sums, row_products, weighted_row_sums, within_products
 
 
@@ -45,7 +49,7 @@ def _u_product(u, v):
 
 def _partial(x, y, z, *, y_categorical=False, z_categorical=False, **kwargs):
     (result,) = distance_correlation(x, [y], [y_categorical], given=[z], given_categorical=[z_categorical],
-                                     dtype=torch.float64, tile_size=32, **kwargs)  # fmt: skip
+                                     tiles=Tiles(dtype=torch.float64, tile_size=32), **kwargs)  # fmt: skip
     return result
 
 
@@ -112,7 +116,7 @@ def test_partial_dcor_in_strata_and_with_gaps_uses_the_rows_where_both_have_valu
     label = rng.integers(0, 2, n)
     subsets = [None, label == 1]
     results = distance_correlation(x, [y, y], [False, False], given=[z, z], given_categorical=[False, False],
-                                   subsets=subsets, dtype=torch.float64, tile_size=32)  # fmt: skip
+                                   subsets=subsets, tiles=Tiles(dtype=torch.float64, tile_size=32))  # fmt: skip
     for subset, result in zip(subsets, results):
         rows = ~np.isnan(y) & ~np.isnan(z) & (True if subset is None else subset)
         assert result.n == rows.sum()
@@ -149,7 +153,7 @@ def test_partial_permutation_p_value_equals_brute_force_with_the_same_shuffles(r
     z = rng.integers(0, 3, n).astype(float) if categorical else rng.normal(size=n)
     x = np.c_[z + rng.normal(size=n), rng.normal(size=n)]
     y = z + 0.4 * x[:, 1] + rng.normal(size=n)
-    result = _partial(x, y, z, z_categorical=categorical, test="permutation", permutations=permutations, seed=seed)
+    result = _partial(x, y, z, z_categorical=categorical, test=IndependenceTest("permutation", permutations=permutations, seed=seed))
     draws = np.random.default_rng(seed)
     shuffles = [draws.permutation(n) for _ in range(permutations)]
     assert result.pvalue == pytest.approx(_brute_force_partial_pvalue(x, y, z, shuffles, z_categorical=categorical))
@@ -162,7 +166,7 @@ def test_partial_test_separates_conditional_independence_from_conditional_depend
     z = rng.normal(size=n)
     x = np.c_[z + 0.5 * rng.normal(size=n), rng.normal(size=n)]
     y = z + 0.5 * rng.normal(size=n)
-    options = dict(test="permutation", permutations=199, seed=1)
+    options = dict(test=IndependenceTest("permutation", permutations=199, seed=1))
     (marginal,) = distance_correlation(x, [y], [False], **options)
     assert marginal.pvalue <= 0.01
     independent = _partial(x, y, z, **options)
@@ -202,7 +206,7 @@ def test_jackknife_values_equal_dcor_recomputed_without_each_row(rng, deleted_va
     n = 40
     y = rng.integers(0, 3, n) if categorical else rng.normal(size=n)
     x = np.c_[np.asarray(y, float) + rng.normal(size=n), rng.normal(size=(n, 2))]
-    (result,) = distance_correlation(x, [y], [categorical], ci=0.9, dtype=torch.float64, tile_size=16)
+    (result,) = distance_correlation(x, [y], [categorical], interval=Interval(0.9), tiles=Tiles(dtype=torch.float64, tile_size=16))
     reference_y = _one_hot(y) if categorical else y
     expected = np.array([dcor.u_distance_correlation_sqr(np.delete(x, i, 0), np.delete(reference_y, i, 0)) for i in range(n)])
     np.testing.assert_allclose(deleted_values[0], expected, rtol=1e-10, atol=1e-13)
@@ -216,13 +220,14 @@ def test_jackknife_in_a_stratum_with_gaps_and_float32(rng, deleted_values):
     y = x[:, 0] + rng.normal(size=n)
     y[[1, 4]] = np.nan
     label = rng.integers(0, 2, n)
-    distance_correlation(x, [y, y], [False, False], subsets=[None, label == 0], ci=0.95, dtype=torch.float64, tile_size=16)
+    distance_correlation(x, [y, y], [False, False], subsets=[None, label == 0], interval=Interval(0.95),
+                         tiles=Tiles(dtype=torch.float64, tile_size=16))  # fmt: skip
     for subset, deleted in zip([np.ones(n, bool), label == 0], deleted_values):
         keep = np.flatnonzero(~np.isnan(y) & subset)
         expected = [dcor.u_distance_correlation_sqr(x[np.delete(keep, i)], y[np.delete(keep, i)]) for i in range(keep.size)]
         np.testing.assert_allclose(np.sort(deleted), np.sort(expected), rtol=1e-10, atol=1e-13)  # strata reorder rows
     deleted_values.clear()
-    distance_correlation(x.astype(np.float32), [y], [False], ci=0.95, tile_size=16)
+    distance_correlation(x.astype(np.float32), [y], [False], interval=Interval(0.95), tiles=Tiles(tile_size=16))
     keep = np.flatnonzero(~np.isnan(y))
     expected = [dcor.u_distance_correlation_sqr(x[np.delete(keep, i)], y[np.delete(keep, i)]) for i in range(keep.size)]
     np.testing.assert_allclose(np.sort(deleted_values[0]), np.sort(expected), rtol=1e-4, atol=1e-6)
@@ -234,8 +239,8 @@ def test_cluster_jackknife_values_equal_dcor_recomputed_without_each_cluster(rng
     subject = rng.integers(0, 9, n)
     y = rng.integers(0, 3, n) if categorical else rng.normal(size=n) + subject
     x = np.c_[np.asarray(y, float) + rng.normal(size=n), subject + rng.normal(size=n)]
-    (result,) = distance_correlation(x, [y], [categorical], ci=0.95, cluster=subject.astype(str),
-                                     dtype=torch.float64, tile_size=16)  # fmt: skip
+    (result,) = distance_correlation(x, [y], [categorical], interval=Interval(0.95, cluster=subject.astype(str)),
+                                     tiles=Tiles(dtype=torch.float64, tile_size=16))  # fmt: skip
     reference_y = _one_hot(y) if categorical else y
     in_order_seen = list(dict.fromkeys(subject))  # clusters are numbered in order of appearance
     expected = [dcor.u_distance_correlation_sqr(x[subject != s], reference_y[subject != s]) for s in in_order_seen]
@@ -251,7 +256,7 @@ def test_partial_jackknife_values_equal_pdcor_recomputed(rng, deleted_values, cl
     x = np.c_[z + rng.normal(size=n), rng.normal(size=n)]
     y = z + x[:, 1] + rng.normal(size=n)
     subject = np.repeat(np.arange(9), 5)  # in order of appearance, as the clusters are numbered
-    result = _partial(x, y, z, z_categorical=True, ci=0.95, cluster=subject if clustered else None)
+    result = _partial(x, y, z, z_categorical=True, interval=Interval(0.95, cluster=subject if clustered else None))
     onehot = _one_hot(z)
     leave_out = [subject != s for s in range(9)] if clustered else [np.arange(n) != i for i in range(n)]
     expected = [dcor.partial_distance_correlation(x[keep], y[keep], onehot[keep]) for keep in leave_out]
@@ -262,11 +267,11 @@ def test_partial_jackknife_values_equal_pdcor_recomputed(rng, deleted_values, cl
 def test_bad_intervals_and_labels_are_value_errors(rng):
     x, y = rng.normal(size=(20, 2)), rng.normal(size=20)
     with pytest.raises(ValueError, match=r"\(0, 1\)"):
-        distance_correlation(x, [y], [False], ci=1.5)
+        distance_correlation(x, [y], [False], interval=Interval(1.5))
     with pytest.raises(ValueError, match="no label in 1 rows"):
-        distance_correlation(x, [y], [False], ci=0.9, cluster=[None] + ["a"] * 19)
+        distance_correlation(x, [y], [False], interval=Interval(0.9, cluster=[None] + ["a"] * 19))
     with pytest.raises(ValueError, match="permutation test only"):
-        distance_correlation(x, [y], [False], given=[y], test="t")
+        distance_correlation(x, [y], [False], given=[y], test=IndependenceTest("t"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -280,9 +285,9 @@ def test_shuffles_within_blocks_see_no_effect_that_lies_between_blocks(rng):
     level = rng.normal(size=10)
     x = level[block][:, None] + 0.5 * rng.normal(size=(120, 3))
     column = level[block] + 1e-3 * rng.normal(size=120)
-    options = dict(test="permutation", permutations=199, seed=2)
-    (free,) = distance_correlation(x, [column], [False], **options)
-    (within,) = distance_correlation(x, [column], [False], permute_within=block, **options)
+    (free,) = distance_correlation(x, [column], [False], test=IndependenceTest("permutation", permutations=199, seed=2))
+    within_blocks = IndependenceTest("permutation", permutations=199, seed=2, permute_within=block)
+    (within,) = distance_correlation(x, [column], [False], test=within_blocks)
     assert free.pvalue <= 0.01
     assert within.pvalue > 0.05
 
@@ -291,7 +296,7 @@ def test_shuffles_stay_inside_blocks_and_strata(rng):
     block = rng.integers(0, 4, 50)
     stratum = rng.integers(0, 2, 50).astype(bool)
     rows = np.flatnonzero(stratum)
-    shuffles = stats._draw_shuffles(rows.size, block[rows], 30, rng)
+    shuffles = _jobs.draw_shuffles(rows.size, block[rows], 30, rng)
     assert all(np.array_equal(np.sort(s), np.arange(rows.size)) for s in shuffles)
     assert (block[rows][shuffles] == block[rows][None, :]).all()
     assert (shuffles != np.arange(rows.size)).any()
@@ -300,7 +305,7 @@ def test_shuffles_stay_inside_blocks_and_strata(rng):
 def test_blocks_of_one_row_cannot_be_shuffled(rng):
     x, y = rng.normal(size=(12, 2)), rng.normal(size=12)
     with pytest.raises(ValueError, match="all 12 blocks have a single row"):
-        distance_correlation(x, [y], [False], test="permutation", permutations=9, permute_within=np.arange(12))
+        distance_correlation(x, [y], [False], test=IndependenceTest("permutation", permutations=9, permute_within=np.arange(12)))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -321,13 +326,55 @@ def test_torch_engine_gives_the_numba_numbers(rng):
     site = rng.integers(0, 3, n)
     label = rng.integers(0, 2, n)
     subject = rng.integers(0, 12, n)
-    common = dict(dtype=torch.float64, tile_size=32, test="permutation", permutations=15, seed=3, ci=0.9)
     columns, kinds = [y, site, y], [False, True, False]
     given, given_kinds = [None, y, site], [False, False, True]
     for cluster in (None, subject):
-        options = dict(common, subsets=[None, None, label == 1], given=given, given_categorical=given_kinds, cluster=cluster)
-        numba_results = distance_correlation(x, columns, kinds, engine="numba", **options)
-        torch_results = distance_correlation(x, columns, kinds, engine="torch", **options)
+        options = dict(subsets=[None, None, label == 1], given=given, given_categorical=given_kinds,
+                       test=IndependenceTest("permutation", permutations=15, seed=3), interval=Interval(0.9, cluster=cluster))  # fmt: skip
+        numba_results = distance_correlation(x, columns, kinds, tiles=Tiles(dtype=torch.float64, tile_size=32, engine=Engine.NUMBA), **options)
+        torch_results = distance_correlation(x, columns, kinds, tiles=Tiles(dtype=torch.float64, tile_size=32, engine=Engine.TORCH), **options)
         np.testing.assert_allclose(_fields(torch_results), _fields(numba_results), rtol=1e-10, atol=1e-14)
-    float32 = [distance_correlation(x, columns, kinds, tile_size=32, engine=engine)[0].dcor2_u for engine in ("numba", "torch")]
+    float32 = [distance_correlation(x, columns, kinds, tiles=Tiles(tile_size=32, engine=engine))[0].dcor2_u for engine in Engine]
     assert float32[1] == pytest.approx(float32[0], rel=1e-5)
+
+
+def test_both_engines_fill_every_declared_output(rng, monkeypatch):
+    """OUTPUTS is the one list of the pass's sums: the kernel takes exactly the declared arrays, and
+    both engines fill every declared output, in the shape it was declared with, with equal values."""
+    assert PassArrays._fields == INPUTS + tuple(output.name for output in OUTPUTS)
+    kernel_parameters = tuple(inspect.signature(_kernel.accumulate_tile.py_func).parameters)
+    assert kernel_parameters[-len(PassArrays._fields) :] == PassArrays._fields
+
+    seen = {engine: [] for engine in Engine}
+
+    def recorded(engine):
+        def tile_pass(features, arrays, options):
+            filled = _tiled.tile_pass(features, arrays, options)
+            seen[engine].append((arrays, filled))
+            return filled
+
+        return tile_pass
+
+    n = 70
+    subject = rng.integers(0, 7, n)
+    label = rng.integers(0, 2, n)
+    site = rng.integers(0, 3, n)
+    z = rng.normal(size=n)
+    x = np.c_[z + rng.normal(size=n), site + rng.normal(size=n), rng.normal(size=(n, 2))]
+    y = x[:, 0] + rng.normal(size=n)
+    for engine in Engine:  # every output in use: strata, shuffles, a given column, cluster intervals
+        monkeypatch.setattr(_jobs, "tile_pass", recorded(engine))
+        distance_correlation(x, [y, site, y], [False, True, False], subsets=[None, None, label == 1], given=[z, None, None],
+                             test=IndependenceTest("permutation", permutations=7, seed=1), interval=Interval(0.9, cluster=subject),
+                             tiles=Tiles(dtype=torch.float64, tile_size=16, engine=engine))  # fmt: skip
+    assert len(seen[Engine.NUMBA]) == len(seen[Engine.TORCH]) == 2  # the jobs' pass, then the row sums' pass
+    for output in OUTPUTS:
+        in_use = False
+        for (declared, by_numba), (_, by_torch) in zip(seen[Engine.NUMBA], seen[Engine.TORCH]):
+            zeros = getattr(declared, output.name)
+            assert zeros.dtype == np.float64 and not zeros.any(), output.name
+            numba_sums, torch_sums = getattr(by_numba, output.name), getattr(by_torch, output.name)
+            assert numba_sums.shape == torch_sums.shape == zeros.shape, output.name
+            np.testing.assert_allclose(torch_sums, numba_sums, rtol=1e-10, atol=1e-10, err_msg=output.name)
+            in_use |= bool(numba_sums.any())
+        assert in_use, f"no engine filled {output.name}"

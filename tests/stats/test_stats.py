@@ -9,13 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from mdn_cli.stats import dcor2, dcor_t_test, distance_correlation
+from mdn_cli.stats import IndependenceTest, Tiles, dcor2, dcor_t_test, distance_correlation
 
 
 def _ours(x, y, *, categorical=False, dtype=torch.float64, tile_size=64, **kwargs):
-    (result,) = distance_correlation(
-        x, [y], [categorical], dtype=dtype, tile_size=tile_size, **kwargs
-    )
+    (result,) = distance_correlation(x, [y], [categorical], tiles=Tiles(dtype=dtype, tile_size=tile_size), **kwargs)
     return result
 
 
@@ -73,7 +71,7 @@ def test_several_columns_match_one_at_a_time():
     rng = np.random.default_rng(2)
     x = rng.normal(size=(120, 5))
     columns = [x[:, 0] + rng.normal(size=120), rng.integers(0, 4, 120), rng.normal(size=120)]
-    together = distance_correlation(x, columns, [False, True, False], dtype=torch.float64)
+    together = distance_correlation(x, columns, [False, True, False], tiles=Tiles(dtype=torch.float64))
     for column, is_categorical, result in zip(columns, [False, True, False], together):
         assert result.dcor2_u == pytest.approx(_ours(x, column, categorical=is_categorical).dcor2_u, rel=1e-10)
 
@@ -84,7 +82,7 @@ def test_missing_values_leave_out_rows_for_that_column_only():
     y = x[:, 0] + rng.normal(size=100)
     y[[3, 10, 50]] = np.nan
     site = np.array(["a", "b", None, "c"] * 25, dtype=object)
-    with_gaps, categorical_gaps = distance_correlation(x, [y, site], [False, True], dtype=torch.float64)
+    with_gaps, categorical_gaps = distance_correlation(x, [y, site], [False, True], tiles=Tiles(dtype=torch.float64))
     keep = ~np.isnan(y)
     assert with_gaps.n == 97 and with_gaps.n_missing == 3
     assert with_gaps.dcor2_u == pytest.approx(dcor.u_distance_correlation_sqr(x[keep], y[keep]), rel=1e-8)
@@ -100,7 +98,7 @@ def test_subsets_equal_dcor_on_those_rows():
     label = rng.integers(0, 3, 150)
     y = x[:, 0] * label + rng.normal(size=150)
     subsets = [None] + [label == value for value in range(3)]
-    results = distance_correlation(x, [y] * 4, [False] * 4, subsets=subsets, dtype=torch.float64, tile_size=32)
+    results = distance_correlation(x, [y] * 4, [False] * 4, subsets=subsets, tiles=Tiles(dtype=torch.float64, tile_size=32))
     assert results[0].dcor2_u == pytest.approx(dcor.u_distance_correlation_sqr(x, y), rel=1e-8)
     for value, result in zip(range(3), results[1:]):
         rows = label == value
@@ -181,7 +179,7 @@ def test_t_test_matches_dcor():
     x = rng.normal(size=(60, 4))
     for y in (rng.normal(size=60), x[:, 0] + rng.normal(size=60)):
         expected = dcor.independence.distance_correlation_t_test(x, y)
-        result = _ours(x, y, test="t")
+        result = _ours(x, y, test=IndependenceTest("t"))
         assert result.test == "t" and result.permutations is None
         assert result.pvalue == pytest.approx(expected.pvalue, rel=1e-8, abs=1e-14)
 
@@ -194,7 +192,7 @@ def test_permutation_p_value_equals_brute_force_with_the_same_shuffles():
     rng = np.random.default_rng(12)
     x = rng.normal(size=(40, 3))
     y = 0.3 * x[:, 0] + rng.normal(size=40)
-    result = _ours(x, y, test="permutation", permutations=60, seed=3)
+    result = _ours(x, y, test=IndependenceTest("permutation", permutations=60, seed=3))
     shuffles = np.random.default_rng(3)
     observed = dcor.u_distance_correlation_sqr(x, y)
     extreme = sum(
@@ -210,8 +208,9 @@ def test_permutation_test_is_seeded_and_sensible():
     x = rng.normal(size=(100, 3))
     dependent = x[:, 0] + 0.1 * rng.normal(size=100)
     independent = rng.normal(size=100)
-    results = distance_correlation(x, [dependent, independent], [False, False], test="permutation", permutations=99, seed=1)
-    again = distance_correlation(x, [dependent, independent], [False, False], test="permutation", permutations=99, seed=1)
+    test = IndependenceTest("permutation", permutations=99, seed=1)
+    results = distance_correlation(x, [dependent, independent], [False, False], test=test)
+    again = distance_correlation(x, [dependent, independent], [False, False], test=test)
     assert [r.pvalue for r in results] == [r.pvalue for r in again]
     assert results[0].pvalue == pytest.approx(1 / 100)
     assert results[1].pvalue > 0.05
@@ -220,7 +219,7 @@ def test_permutation_test_is_seeded_and_sensible():
 def test_permutation_statistics_equal_to_the_observed_one_count_as_extreme():
     x = np.array([0.0, 0.0, 0.0, 1.0, 1.0, 1.0])[:, None]
     site = np.array([0, 0, 0, 1, 1, 1])
-    result = _ours(x, site, categorical=True, test="permutation", permutations=300, seed=4)
+    result = _ours(x, site, categorical=True, test=IndependenceTest("permutation", permutations=300, seed=4))
     shuffles = np.random.default_rng(4)
     same_partition = 0
     for _ in range(300):
@@ -239,7 +238,8 @@ def test_same_input_same_bits_with_several_worker_threads(rng):
     torch.set_num_threads(2)  # two workers even on a one-core runner
     try:
         runs = [
-            distance_correlation(x, [y, y], [False, False], subsets=[None, groups], tile_size=32, test="permutation", permutations=20)
+            distance_correlation(x, [y, y], [False, False], subsets=[None, groups], tiles=Tiles(tile_size=32),
+                                 test=IndependenceTest("permutation", permutations=20))
             for _ in range(4)
         ]
     finally:
