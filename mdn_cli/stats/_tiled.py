@@ -1,9 +1,10 @@
 """One pass over the upper-triangle distance tiles: which tiles, which engine, which threads and processes.
 
 Both engines fill the same pass arrays (``_pass_arrays``). The numba engine shares the tiles
-out to worker threads in a fixed way, each with its own sums; with ``share_over_processes``
+out to worker threads in a fixed way, each with its own sums, so they are added in one order
+(the same input gives the same bytes, for a given thread count); with ``share_over_processes``
 every process of the torch.distributed group takes its share of the tiles and the sums are
-all-reduced. Either way the sums are added in one order, so the same input gives the same bytes.
+all-reduced.
 """
 
 from __future__ import annotations
