@@ -242,30 +242,16 @@ class Evaluation:
     checkpoint: str  # the checkpoint's name (``best``, ``last``, ``best-refit``...)
 
 
-def evaluate_run(
-    run_dir: str | Path,
-    *,
-    split: str = "test",
-    checkpoint: str = "best",
-    inputs: str | Path | None = None,
-    table: str | Path | None = None,
-    device: Optional[str] = None,
-    by: Optional[Sequence[str]] = None,
-    bins: int = 4,
-    layer: Optional[str] = None,
-    n_boot: Optional[int] = None,
-    seed: int = 0,
-    level: float = 0.95,
-    batch_size: Optional[int] = None,
-) -> Evaluation:
+def evaluate_run(run_dir: str | Path, *, split: str = "test", checkpoint: str = "best", inputs: str | Path | None = None,
+                 table: str | Path | None = None, device: Optional[str] = None, **options) -> Evaluation:  # fmt: skip
     """Score a run (or every fold of a cross-validation run) on a split of its data or on new data.
 
-    A cross-validation run: ``split="val"`` scores each fold's model on its own held-out rows and
+    ``options`` are ``evaluate_parts``' (by, bins, layer, n_boot, seed, level, batch_size). A
+    cross-validation run: ``split="val"`` scores each fold's model on its own held-out rows and
     pools them (out of fold); any other rows are scored by every fold's model and reported as
     mean ± sd over the folds (``across_folds``; no bootstrap there: the folds' spread is the
-    interval). The options are ``evaluate_parts``'.
+    interval).
     """
-    options = dict(by=by, bins=bins, layer=layer, n_boot=n_boot, seed=seed, level=level, batch_size=batch_size)
     runs = fold_dirs(run_dir) if is_cv_run(run_dir) else [Path(run_dir)]
     new_data = inputs is not None or table is not None
     if len(runs) > 1 and split == "train" and not new_data:
@@ -273,7 +259,7 @@ def evaluate_run(
                        hint=f"use val (out of fold), test or all, or evaluate one fold's run ({run_dir}/fold-0).")  # fmt: skip
     loaded_runs = [load_run(path, checkpoint, device) for path in runs]
     rows = Path(inputs or table).stem if new_data else split
-    folds = list(range(len(runs))) if len(runs) > 1 else [None]
+    folds = list(range(len(runs)))
 
     def part(loaded: LoadedRun, fold: Optional[int]) -> Part:
         source = new_source(loaded, inputs, table)
@@ -286,7 +272,7 @@ def evaluate_run(
     elif split == "val" and not new_data:  # out of fold: each model on its own held-out rows
         result, predictions = evaluate_parts([part(loaded, fold) for loaded, fold in zip(loaded_runs, folds)], **options)
     else:  # every fold's model on the same rows
-        if n_boot is not None:
+        if options.get("n_boot") is not None:
             raise MdnError("--bootstrap on a cross-validation's shared rows is not supported: the folds' spread is the interval.", where="--bootstrap",
                            hint="leave out --bootstrap (the result is mean ± sd over the folds), or use --split val for out-of-fold predictions.")  # fmt: skip
         each = [evaluate_parts([part(loaded, fold)], **options) for loaded, fold in zip(loaded_runs, folds)]
