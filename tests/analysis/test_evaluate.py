@@ -152,6 +152,7 @@ def test_bad_input_exits_2_and_writes_nothing(run, args, message, tmp_path):
     assert not (tmp_path / "p.csv").exists() and sorted((run / "run" / "eval").glob("*")) == before
 
 
+@pytest.mark.slow
 def test_a_column_with_one_group_and_a_split_with_no_rows(run, tmp_path):
     one_group = mdn("evaluate", run / "run", "--by", "split")  # the test split: one group
     assert one_group.returncode == 2 and "'split' has 1 group (test)" in one_group.stderr
@@ -163,6 +164,7 @@ def test_a_column_with_one_group_and_a_split_with_no_rows(run, tmp_path):
 
 
 @pytest.mark.parametrize("task", ["multiclass", "regression"])
+@pytest.mark.slow
 def test_multiclass_and_regression_recompute_from_the_predictions(run, task):
     table = pd.read_csv(run / "meta.csv")
     table["k3"] = pd.qcut(table["mf"], 3, labels=["a", "b", "c"]).astype(str)

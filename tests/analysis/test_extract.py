@@ -11,12 +11,12 @@ import pandas as pd
 import pytest
 import torch
 
-from mdn_cli.utils.errors import MdnError
 from mdn_cli.analysis.extract import extract
-from mdn_cli.model.rows import split_source
 from mdn_cli.model.checkpoint import load_run
+from mdn_cli.model.rows import split_source
 from mdn_cli.train.monitor import split_metrics
 from mdn_cli.train.run import build_run
+from mdn_cli.utils.errors import MdnError
 from tests.helpers import mdn, no_leftovers, ok
 
 
@@ -167,12 +167,31 @@ def test_interrupted_extract_leaves_no_file(trained, tmp_path):
 
 
 def test_batches_are_streamed_in_order(trained, tmp_path):
-    """Each batch is written as it comes (progress after every batch), and the grad mode is restored."""
+    """Each batch is written as it comes (progress after every batch) at its place: the rows come out
+    in the source's order, each with its own features; and the grad mode is restored."""
     loaded = load_run(trained / "mdn")
     source = split_source(loaded, "all")
     seen = []
-    extract(loaded, ["fc1"], source, tmp_path / "f.h5", batch_size=16, progress=lambda done, total: seen.append((done, total)))
-    assert seen == [(min(k, 120), 120) for k in range(16, 121 + 15, 16)]
+    out = tmp_path / "f.h5"
+    extract(loaded, ["fc1"], source, out, batch_size=16, progress=lambda done, total: seen.append((done, total)))
+    assert seen == [(min(k, 120), 120) for k in range(16, 121 + 15, 16)]  # 8 batches, the last one of 8 rows
+    # the reference, computed apart: the training code's rebuild scores each split in one pass, and
+    # each split's rows go back to their places in the file
+    run = build_run(loaded.spec)
+    run.network.load_state_dict(loaded.state["model"])
+    expected = np.full((120, 16), np.nan)
+    for split in ("train", "val", "test"):
+        rows = run.data.splits[split]
+        expected[rows] = split_metrics(run, split, capture="fc1", batch_size=len(rows))[1]
+    assert not np.isnan(expected).any()
+    with h5py.File(trained / "data" / "images.h5") as f:
+        file_ids = [str(i) for i in f["ids"][:]]
+    with h5py.File(out) as f:
+        assert [str(i) for i in f["ids"][:]] == file_ids == [str(i) for i in run.data.table["id"]]
+        features = f["features"][:]
+    for row in range(120):  # row by row: a batch written at another place, or rows shuffled inside one, fail here
+        np.testing.assert_allclose(features[row], expected[row], rtol=1e-5, atol=1e-6, err_msg=f"row {row} (id {file_ids[row]})")
+    assert len({features[row].tobytes() for row in range(120)}) == 120  # distinct rows: the order is visible
     with pytest.raises(MdnError, match="no layer given"):
         extract(loaded, [], source, tmp_path / "g.h5")
     assert torch.is_grad_enabled()

@@ -196,6 +196,7 @@ def test_non_finite_features_are_named_by_id(study, tmp_path):
     assert result.returncode == 2 and "1 ids: 1004" in result.stderr
 
 
+@pytest.mark.slow
 def test_exit_codes_end_to_end(study):
     """In a fresh process, as a shell pipeline sees them."""
     folder, _, _ = study

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import h5py
+import pytest
 
 from tests.helpers import SMALL_BASELINE, no_leftovers, ok, write_spec
 
@@ -15,6 +16,7 @@ def by_stratum(audit: dict) -> dict:
     return {r["stratum"] or "all": r["dcor2"] for r in audit["results"] if r["column"] == "cf"}
 
 
+@pytest.mark.slow
 def test_the_whole_workflow(tmp_path: Path):
     data = tmp_path / "data"
     ok("synth", data, "--per-group", 60, "--seed", 3)

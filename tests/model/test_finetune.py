@@ -67,6 +67,7 @@ def test_a_state_dict_under_a_key_with_a_prefix(folder, trained, tmp_path):
     assert run.init_report["unexpected"] == []  # keys without the prefix are not part of the selection
 
 
+@pytest.mark.slow
 def test_strict_false_loads_what_fits_and_says_what_was_left(folder, trained, tmp_path):
     file = body_state(trained)
     file["out.weight"] = torch.zeros(3, 16)  # a head of another width
@@ -131,6 +132,7 @@ def test_freeze_naming_no_module(folder, tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow
 def test_frozen_modules_keep_weights_and_batchnorm_statistics(folder, tmp_path):
     spec = load_spec(write_spec(folder, "frozen.yaml", layers=BN_MDN, epochs=2, train={"freeze": ["conv1", "bn1"]}))
     run = build_run(spec)
@@ -146,6 +148,7 @@ def test_frozen_modules_keep_weights_and_batchnorm_statistics(folder, tmp_path):
     assert not torch.equal(after["fc1.weight"], before["fc1.weight"])  # the rest trains
 
 
+@pytest.mark.slow
 def test_without_freeze_batchnorm_statistics_move(folder, tmp_path):
     """The property above is the freeze's doing: the same run unfrozen updates them."""
     run = build_run(load_spec(write_spec(folder, "free.yaml", layers=BN_MDN, epochs=1)))
@@ -154,6 +157,7 @@ def test_without_freeze_batchnorm_statistics_move(folder, tmp_path):
     assert not torch.equal(run.network.body.bn1.running_mean, before)
 
 
+@pytest.mark.slow
 def test_a_baseline_initialises_an_mdn_model_with_names_in_common(folder, tmp_path):
     """Named layers carry over between a baseline and its MDN twin (MDN layers have no weights to load)."""
     ok("train", write_spec(folder, "base.yaml", layers=SMALL_BASELINE, epochs=1), "-o", tmp_path / "base", "-q")

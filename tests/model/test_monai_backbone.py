@@ -32,6 +32,7 @@ def write_volumes(folder: Path, n: int = 24) -> tuple[Path, Path]:
     return folder / "volumes.h5", folder / "meta.csv"
 
 
+@pytest.mark.slow
 def test_the_monai_resnet_spec_trains_with_mdn_after_layer4(tmp_path):
     volumes, table = write_volumes(tmp_path)
     sets = ["--set", f"data.inputs={volumes}", "--set", f"data.table={table}", "--set", "train.epochs=1", "--set", "train.warmup_epochs=0",

@@ -293,6 +293,7 @@ def metrics_of(run: Path) -> list[dict]:
 
 
 @pytest.mark.parametrize("mdn", [{"variant": "recursive", "forgetting": 0.99}, {"variant": "penalty", "beta_lr": 0.01}])
+@pytest.mark.slow
 def test_variants_train_from_a_spec_and_resume_exactly(small_data, tmp_path, mdn):
     spec = load_spec(variant_spec(small_data, f"{mdn['variant']}.yaml", mdn))
     summary = train(spec, tmp_path / "straight")

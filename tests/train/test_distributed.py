@@ -15,9 +15,10 @@ from mdn_cli.train.loop import train
 from mdn_cli.train.run import build_run
 from tests.helpers import SMALL_MDN, run_cli, write_spec
 
-pytestmark = pytest.mark.skipif(
-    not (dist.is_available() and dist.is_gloo_available()), reason="torch.distributed with gloo is not available"
-)
+pytestmark = [
+    pytest.mark.skipif(not (dist.is_available() and dist.is_gloo_available()), reason="torch.distributed with gloo is not available"),
+    pytest.mark.slow,  # every test trains or launches processes (torchrun, spawn)
+]
 
 VARIANTS = {"batch": {}, "recursive": {"forgetting": 0.99}, "penalty": {"beta_lr": 0.01}}
 

@@ -75,6 +75,7 @@ def test_synth_png_writes_the_images_as_8_bit_files(png_study):
     assert (table[["id", "label", "cf", "mf", "split"]] == make_synthetic(30, 1).table).all().all()
 
 
+@pytest.mark.slow
 def test_training_on_packed_files_gives_the_same_numbers(png_study, png_run, tmp_path):
     result = ok("pack", png_study / "spec.yaml", "-o", tmp_path / "packed", "--format", "json")
     assert json.loads(result.stdout)["dtype"] == "float32"  # normalize needs float
@@ -102,17 +103,20 @@ def test_pack_keeps_uint8_when_transforms_only_move_values(png_study, tmp_path):
     assert torch.equal(rows, torch.from_numpy(reference[[3, 0]].astype(np.float32) / np.float32(255)))
 
 
+@pytest.mark.slow
 def test_worker_count_does_not_change_the_numbers(png_study, png_run, tmp_path):
     ok("train", png_study / "spec.yaml", "-o", tmp_path / "run", "--quiet", "--set", "train.num_workers=2")
     assert metrics(tmp_path / "run") == metrics(png_run)
 
 
+@pytest.mark.slow
 def test_resume_continues_the_augmentation_as_if_never_stopped(png_study, png_run, tmp_path):
     ok("train", png_study / "spec.yaml", "-o", tmp_path / "run", "--quiet", "--set", "train.epochs=1")
     ok("train", png_study / "spec.yaml", "-o", tmp_path / "run", "--quiet", "--resume", "--set", "train.num_workers=1")  # workers may change
     assert metrics(tmp_path / "run") == metrics(png_run)
 
 
+@pytest.mark.slow
 def test_augment_changes_training_only(png_study, png_run, tmp_path):
     ok("train", png_study / "spec.yaml", "-o", tmp_path / "run", "--quiet", "--set", "data.augment=[]")
     assert metrics(tmp_path / "run")[0]["train_loss"] != metrics(png_run)[0]["train_loss"]
@@ -185,6 +189,7 @@ def test_transforms_apply_to_hdf5_inputs_too(tmp_path):
     assert torch.equal(provider.take(np.array([4, 1]), epoch=1), torch.from_numpy(images[[4, 1], :, 2:10, 2:10][..., ::-1].copy()))
 
 
+@pytest.mark.slow
 def test_synth_nifti_volumes_carry_the_factors_in_octants(tmp_path):
     ok("synth", tmp_path, "--format", "nifti", "--per-group", 4)
     table = pd.read_csv(tmp_path / "meta.csv")
@@ -237,6 +242,7 @@ def test_a_corrupt_image_names_its_row_and_file(png_study, tmp_path):
     refused(study / "spec.yaml", tmp_path, f"row id {table['id'][row]}", table["path"][row], "cannot be read as an image")
 
 
+@pytest.mark.slow
 def test_a_file_that_fails_later_stops_training_and_keeps_the_last_epoch(png_study, tmp_path):
     from mdn_cli.train.loop import train
 
@@ -298,6 +304,7 @@ def test_bad_transforms_name_their_key_path(png_study, tmp_path, transform, key,
     assert stderr.count("\n\n") == 0
 
 
+@pytest.mark.slow
 def test_two_processes_on_files_equal_one_with_the_global_batch(png_study, tmp_path):
     from tests.helpers import run_cli
 

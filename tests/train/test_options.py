@@ -13,12 +13,12 @@ import pytest
 import torch
 
 from mdn_cli.config import SpecError, TrainSpec, dump_spec, load_spec, same_training
-from mdn_cli.utils.errors import MdnError
+from mdn_cli.model.task import task_loss
 from mdn_cli.nn import MetadataNorm, fit_gram, metadata
 from mdn_cli.train.loop import Trainer, _train_loss_fn, train
-from mdn_cli.train.run import build_run
-from mdn_cli.model.task import task_loss
 from mdn_cli.train.options import balanced_class_weights, make_scheduler
+from mdn_cli.train.run import build_run
+from mdn_cli.utils.errors import MdnError
 from tests.helpers import SMALL_BASELINE, SMALL_MDN, make_small_data, mdn, write_spec
 
 
@@ -68,6 +68,7 @@ def test_no_schedule_no_scheduler():
     assert make_scheduler(optimizer(), TrainSpec(task="binary")) is None
 
 
+@pytest.mark.slow
 def test_the_epochs_learning_rate_is_in_the_metrics(folder, tmp_path):
     spec = write_spec(folder, "step.yaml", epochs=3, train={"scheduler": "step", "warmup_epochs": 1, "step_size": 1, "gamma": 0.5})
     assert mdn("train", spec, "-o", tmp_path / "run", "-q").returncode == 0
@@ -86,6 +87,7 @@ def stop_after(epoch: int):
     return progress
 
 
+@pytest.mark.slow
 def test_resume_mid_schedule_gives_the_uninterrupted_numbers(folder, tmp_path):
     """Cosine with warm-up, clipping, class weights and bf16: stopped after epoch 2 of 3 and resumed."""
     layers = SMALL_MDN[:4] + [{"type": "dropout", "p": 0.3}] + SMALL_MDN[4:]
@@ -113,6 +115,7 @@ def first_step_norm(folder: Path, tmp_path: Path, **train_options) -> float:
     return float(torch.cat([(p.detach() - b).flatten() for p, b in zip(run.network.parameters(), before)]).norm())
 
 
+@pytest.mark.slow
 def test_grad_clip_bounds_the_global_gradient_norm(folder, tmp_path):
     # SGD's first step (momentum buffer = gradient) moves the weights by lr * the gradient: its norm is the clip
     unclipped = first_step_norm(folder, tmp_path)
@@ -175,6 +178,7 @@ def test_mdn_computes_in_float32_under_autocast():
     assert torch.equal(out, reference) and torch.equal(layer.running_beta, twin.running_beta)
 
 
+@pytest.mark.slow
 def test_bf16_mixed_keeps_mdns_effect(tmp_path):
     data = make_small_data(tmp_path / "data", per_group=150, seed=0)
     results = {}

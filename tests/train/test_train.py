@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import signal
 import subprocess
 import sys
@@ -18,7 +17,7 @@ import yaml
 from mdn_cli.config import load_spec
 from mdn_cli.train.monitor import split_metrics
 from mdn_cli.train.run import build_run
-from tests.helpers import SMALL_BASELINE, SMALL_MDN, mdn, run_cli, write_spec
+from tests.helpers import SMALL_BASELINE, SMALL_MDN, mdn, write_spec
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "sample_data" / "synthetic"
@@ -59,6 +58,7 @@ def np_abs_max(a) -> float:
     return float(abs(a).max())
 
 
+@pytest.mark.slow
 def test_train_writes_run_directory(small_data, tmp_path):
     spec = write_spec(small_data)
     run = tmp_path / "run"
@@ -77,6 +77,7 @@ def test_train_writes_run_directory(small_data, tmp_path):
     assert not list(run.rglob("*.tmp")), "temporary files left behind"
 
 
+@pytest.mark.slow
 def test_same_seed_same_numbers(small_data, tmp_path):
     spec = write_spec(small_data)
     for name in ("a", "b"):
@@ -88,6 +89,7 @@ def strip_time(metrics: list[dict]) -> list[dict]:
     return [{k: v for k, v in m.items() if k != "seconds"} for m in metrics]
 
 
+@pytest.mark.slow
 def test_resume_ends_with_the_same_metrics(small_data, tmp_path):
     spec = write_spec(small_data, layers=SMALL_MDN[:4] + [{"type": "dropout", "p": 0.3}] + SMALL_MDN[4:])
     assert mdn("train", spec, "-o", tmp_path / "straight", "-q").returncode == 0
@@ -99,6 +101,7 @@ def test_resume_ends_with_the_same_metrics(small_data, tmp_path):
     assert strip_time(read_metrics(tmp_path / "split")) == strip_time(read_metrics(tmp_path / "straight"))
 
 
+@pytest.mark.slow
 def test_resume_refuses_a_changed_spec(small_data, tmp_path):
     spec = write_spec(small_data)
     assert mdn("train", spec, "-o", tmp_path / "run", "-q", "--set", "train.epochs=1").returncode == 0
@@ -107,6 +110,7 @@ def test_resume_refuses_a_changed_spec(small_data, tmp_path):
     assert "differs" in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_ctrl_c_keeps_last_checkpoint_and_resumes(small_data, tmp_path):
     spec = write_spec(small_data, epochs=400)
     run = tmp_path / "run"
@@ -130,6 +134,7 @@ def test_ctrl_c_keeps_last_checkpoint_and_resumes(small_data, tmp_path):
     assert [m["epoch"] for m in read_metrics(run)] == list(range(1, done + 2))
 
 
+@pytest.mark.slow
 def test_baseline_spec_trains_without_mdn(small_data, tmp_path):
     spec = write_spec(small_data, layers=SMALL_BASELINE, mdn={"preserve": []})
     run = build_run(load_spec(spec))
@@ -137,6 +142,7 @@ def test_baseline_spec_trains_without_mdn(small_data, tmp_path):
     assert mdn("train", spec, "-o", tmp_path / "run", "-q").returncode == 0
 
 
+@pytest.mark.slow
 def test_mdn_after_attaches_to_a_factory_model(small_data, tmp_path):
     spec = write_spec(small_data)
     config = yaml.safe_load(spec.read_text())
@@ -188,62 +194,3 @@ def test_missing_ids_are_named(small_data, tmp_path):
     spec = write_spec(tmp_path)
     result = mdn("validate", spec)
     assert result.returncode == 2 and "are not in column 'id': 7" in result.stderr
-
-
-def test_debug_env_shows_traceback(small_data, tmp_path):
-    spec = write_spec(small_data, name="bad_debug.yaml", data={"metadata": ["nope"]})
-    result = run_cli("validate", spec, env={"MDN_DEBUG": "1"})
-    assert result.returncode != 0 and "Traceback" in result.stderr
-
-
-def test_help_and_version():
-    assert mdn("--version").stdout.startswith("mdn ")
-    for command in ("synth", "validate", "train", "pack", "report", "audit", "layers", "extract", "evaluate", "refit", "residualize"):
-        result = mdn(command, "--help")
-        assert result.returncode == 0 and "Example" in result.stdout, command
-
-
-@pytest.fixture
-def sigint_handler():
-    """Sets SIGINT's handler for one test (``sigint_handler(h)``) and restores the one before."""
-    before = signal.getsignal(signal.SIGINT)
-    yield lambda handler: signal.signal(signal.SIGINT, handler)
-    signal.signal(signal.SIGINT, before)
-
-
-def test_ctrl_c_during_an_epochs_writes_waits_for_them(tmp_path, sigint_handler):
-    from mdn_cli.utils.fileio import atomic_write_text, interrupts_deferred
-
-    sigint_handler(signal.default_int_handler)
-    with pytest.raises(KeyboardInterrupt):
-        with interrupts_deferred():
-            os.kill(os.getpid(), signal.SIGINT)
-            time.sleep(0.05)  # the signal arrives here, inside the block
-            atomic_write_text(tmp_path / "a.txt", "written")
-    assert (tmp_path / "a.txt").read_text() == "written"
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
-
-
-def test_an_ignored_ctrl_c_stays_ignored(tmp_path, sigint_handler):
-    from mdn_cli.utils.fileio import atomic_write_text, interrupts_deferred
-
-    sigint_handler(signal.SIG_IGN)  # as under nohup or in a background job
-    with interrupts_deferred():
-        os.kill(os.getpid(), signal.SIGINT)
-        time.sleep(0.05)
-        atomic_write_text(tmp_path / "a.txt", "written")
-    assert (tmp_path / "a.txt").read_text() == "written"
-    assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
-
-
-@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's malloc settings")
-def test_freed_memory_is_kept_unless_asked_not_to():
-    """The CLI sets glibc's thresholds (one process each: the setting lasts for the process)."""
-    probe = "from mdn_cli.cli import reuse_freed_memory; print(reuse_freed_memory())"
-
-    def setting(**env: str) -> str:
-        environment = {k: v for k, v in os.environ.items() if k != "MDN_MALLOC"} | env
-        return subprocess.run([sys.executable, "-c", probe], env=environment, capture_output=True, text=True, check=True).stdout.strip()
-
-    assert setting() == "True"
-    assert setting(MDN_MALLOC="system") == "False"
