@@ -59,3 +59,18 @@ def trained_runs(tmp_path_factory, synth_data) -> Path:
     ok("train", write_spec(synth_data, "session-mdn.yaml", train={"batch_size": 16}), "-o", folder / "mdn", "-q")
     ok("train", write_spec(synth_data, "session-baseline.yaml", layers=SMALL_BASELINE, epochs=1), "-o", folder / "baseline", "-q")
     return folder
+
+
+@pytest.fixture(scope="session")
+def crossval_runs(tmp_path_factory) -> Path:
+    """A folder of its own `mdn synth` data (per_group 60, seed 1), ``spec.yaml`` (the small MDN model,
+    1 epoch) and ``cv/``: the spec's 3-fold cross-validation (``mdn train --folds 3``).
+
+    Tests that change the cross-validation copy it first.
+    """
+    from tests.helpers import make_small_data, ok, write_spec
+
+    folder = make_small_data(tmp_path_factory.mktemp("crossval"))
+    spec = write_spec(folder, epochs=1)
+    ok("train", spec, "-o", folder / "cv", "--folds", 3, "-q")
+    return folder

@@ -11,18 +11,15 @@ import pytest
 import torch
 from sklearn import metrics as skm
 
-from tests.helpers import make_small_data, mdn, ok, write_spec
+from tests.helpers import mdn, ok, write_spec
 
-K = 3
+K = 3  # the folds of the session's crossval_runs (tests/conftest.py)
 
 
 @pytest.fixture(scope="module")
-def cv(tmp_path_factory):
-    """A 3-fold, 1-epoch cross-validation of the small MDN spec; returns its folder (data, spec, cv/)."""
-    folder = make_small_data(tmp_path_factory.mktemp("crossval"))
-    spec = write_spec(folder, epochs=1)
-    ok("train", spec, "-o", folder / "cv", "--folds", K, "-q")
-    return folder
+def cv(crossval_runs):
+    """The session's 3-fold, 1-epoch cross-validation of the small MDN spec; its folder (data, spec, cv/)."""
+    return crossval_runs
 
 
 def fold_rows(cv, i: int) -> pd.DataFrame:
@@ -93,6 +90,7 @@ def test_test_split_is_the_mean_and_sd_over_the_folds_models(cv):
     assert (cv / "cv" / "eval" / "test-best.json").is_file()
 
 
+@pytest.mark.slow
 def test_resume_trains_only_the_unfinished_folds(cv, tmp_path):
     copy = tmp_path / "cv"
     shutil.copytree(cv / "cv", copy)
@@ -128,6 +126,7 @@ def test_bad_folds_exit_2_and_write_nothing(cv, tmp_path, args, message):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_a_group_column_keeps_each_subject_in_one_fold(cv, tmp_path):
     table = pd.read_csv(cv / "meta.csv")
     table["subject"] = "s" + (np.arange(len(table)) // 3).astype(str)  # 3 rows per subject
