@@ -13,7 +13,10 @@ import torch.distributed as dist
 
 from mdn_cli.stats import IndependenceTest, Interval, Tiles, distance_correlation
 
-pytestmark = pytest.mark.skipif(not (dist.is_available() and dist.is_gloo_available()), reason="torch.distributed with gloo is not available")
+pytestmark = [
+    pytest.mark.skipif(not (dist.is_available() and dist.is_gloo_available()), reason="torch.distributed with gloo is not available"),
+    pytest.mark.slow,
+]
 
 
 def problem():

@@ -351,6 +351,7 @@ def test_accuracy_that_equals_the_prevalence_does_not_vary(rng):
     assert result["resampling"] == "rows within each class (stratified)"
 
 
+@pytest.mark.slow
 def test_intervals_contain_the_estimate_and_shrink_with_n(rng):
     widths = []
     for n in (200, 3200):
