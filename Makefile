@@ -8,10 +8,13 @@ RUNS := runs
 
 setup: $(VENV)/.installed
 
-# torch==2.13.0 first: on this project's machines it is a local CPU build (pyproject only asks torch>=2.2).
-$(VENV)/.installed: pyproject.toml
+# A pinned torch and torchvision first: on this project's machines they install from local files
+# (pyproject only asks torch>=2.2); an unpinned torch could pull a multi-GB build from the registry.
+TORCH := torch==2.14.1 torchvision==0.29.1
+
+$(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet $(TORCH)
 	$(BIN)/pip install --quiet -e ".[test]"
 	touch $@
 
