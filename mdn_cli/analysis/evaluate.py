@@ -20,7 +20,7 @@ import pandas as pd
 import torch
 
 from mdn_cli.data.audit import audit_features
-from mdn_cli.model.checkpoint import LoadedRun, load_run
+from mdn_cli.model.checkpoint import LoadedRun, load_run, run_spec
 from mdn_cli.model.inference import eval_batches, flat
 from mdn_cli.model.rows import Source, new_source, row_splits, split_source
 from mdn_cli.model.task import predicted, scores
@@ -34,6 +34,7 @@ from mdn_cli.stats.metrics import (
     quantile_groups,
 )
 from mdn_cli.train.crossval import fold_dirs, is_cv_run
+from mdn_cli.train.tracking import log_evaluation
 from mdn_cli.utils.errors import MdnError, did_you_mean
 from mdn_cli.utils.fileio import atomic_write_text
 
@@ -286,3 +287,24 @@ def save_result(run_dir: str | Path, evaluation: Evaluation) -> Path:
     path.parent.mkdir(exist_ok=True)
     atomic_write_text(path, json.dumps(evaluation.result, indent=2) + "\n")
     return path
+
+
+def log_result(run_dir: str | Path, evaluation: Evaluation, saved: Path) -> None:
+    """Log an evaluation to the run's TensorBoard and MLflow records (``train.loggers``), at the checkpoint's epoch.
+
+    Tags ``eval/<rows>-<checkpoint>/<metric>`` overall (and ``.../sd/<metric>`` over folds) and
+    ``eval/<rows>-<checkpoint>/<column>=<group>/<metric>`` per group: the numbers of the kept result.
+    """
+    result = evaluation.result
+    head = f"eval/{evaluation.rows}-{evaluation.checkpoint}"
+    values = {f"{head}/{name}": value for name, value in result["overall"].items() if _is_number(value)}
+    values |= {f"{head}/sd/{name}": value for name, value in (result.get("overall_sd") or {}).items() if _is_number(value)}
+    for row in result["by_group"]:
+        values |= {f"{head}/{row['column']}={row['group']}/{name}": value for name, value in row.items()
+                   if name not in ("column", "group") and _is_number(value)}  # fmt: skip
+    loggers = run_spec(Path(run_dir) if not is_cv_run(run_dir) else fold_dirs(run_dir)[0], check_files=False).train.loggers
+    log_evaluation(Path(run_dir), loggers, values, result["epoch"] or 0, saved)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)

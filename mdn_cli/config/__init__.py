@@ -6,6 +6,6 @@ Every problem in a spec is reported at once, each with its key path, its line in
 
 from mdn_cli.config.issues import SpecError, SpecIssue
 from mdn_cli.config.loading import dump_spec, load_spec, same_training, spec_hash
-from mdn_cli.config.schema import DataSpec, MdnSpec, ModelSpec, Spec, TrainSpec
+from mdn_cli.config.schema import DataSpec, EarlyStoppingSpec, MdnSpec, ModelSpec, PlateauSpec, Spec, TrainSpec
 
-__all__ = ["DataSpec", "MdnSpec", "ModelSpec", "Spec", "SpecError", "SpecIssue", "TrainSpec", "dump_spec", "load_spec", "same_training", "spec_hash"]
+__all__ = ["DataSpec", "EarlyStoppingSpec", "MdnSpec", "ModelSpec", "PlateauSpec", "Spec", "SpecError", "SpecIssue", "TrainSpec", "dump_spec", "load_spec", "same_training", "spec_hash"]

@@ -173,14 +173,15 @@ def spec_hash(spec: Spec) -> str:
 
 
 def same_training(config_a: str, config_b: str) -> bool:
-    """Whether two resolved specs (YAML text) describe the same training, up to train.epochs and train.num_workers.
+    """Whether two resolved specs (YAML text) describe the same training, up to train.epochs, train.num_workers and train.loggers.
 
     Keys at their default count as absent, so a run saved before a key existed still matches; the
-    number of loader workers changes no number (augmentation is seeded per row).
+    number of loader workers changes no number (augmentation is seeded per row), nor do the
+    loggers (a logger added on resume is given the run's history).
     """
     def without_epochs(text: str) -> str:
         config = yaml.safe_load(text)
-        for key in ("epochs", "num_workers"):
+        for key in ("epochs", "num_workers", "loggers"):
             config.get("train", {}).pop(key, None)
         for name, section in SECTIONS.items():
             values = config.get(name)

@@ -223,6 +223,23 @@ class MdnSpec(_Section):
         return self
 
 
+class EarlyStoppingSpec(_Section):
+    """Stop when ``train.select`` has not improved by more than ``min_delta`` for ``patience`` epochs (Lightning's EarlyStopping)."""
+
+    patience: int = Field(ge=1, strict=True, examples=[5])
+    min_delta: float = Field(0.0, ge=0, strict=True, examples=[0.001])
+
+
+class PlateauSpec(_Section):
+    """``ReduceLROnPlateau`` on ``train.select``: the rate times ``factor`` after ``patience`` epochs without improvement."""
+
+    factor: float = Field(0.1, gt=0, lt=1, strict=True, examples=[0.5])
+    patience: int = Field(10, ge=0, strict=True, examples=[3])
+    min_lr: float = Field(0.0, ge=0, strict=True, examples=[1e-6])
+    threshold: float = Field(1e-4, ge=0, strict=True, examples=[1e-4])  # relative improvement, torch's 'rel' mode
+
+
+
 class TrainSpec(_Section):
     """The training loop and what it monitors."""
 
@@ -238,7 +255,10 @@ class TrainSpec(_Section):
     dcor_max_samples: Annotated[int, Field(ge=4, strict=True)] | None = Field(None, examples=[2000])
     device: Literal["auto", "cpu", "cuda"] = Field("auto", examples=["auto"])
     freeze: list[Annotated[str, Field(pattern=_DOTTED)]] = Field(default_factory=list, examples=[["layer1", "layer2"]])
-    scheduler: Literal["none", "cosine", "step"] = Field("none", examples=["cosine"])
+    scheduler: Literal["none", "cosine", "step", "plateau"] = Field("none", examples=["cosine"])
+    plateau: PlateauSpec | None = Field(None, examples=[{"factor": 0.5, "patience": 3}])  # with scheduler: plateau; None: torch's defaults
+    early_stopping: EarlyStoppingSpec | None = Field(None, examples=[{"patience": 5, "min_delta": 0.001}])
+    loggers: list[Literal["tensorboard", "mlflow"]] = Field(default_factory=list, examples=[["tensorboard", "mlflow"]])
     warmup_epochs: int = Field(0, ge=0, strict=True, examples=[5])
     step_size: int = Field(20, ge=1, strict=True, examples=[20])
     gamma: float = Field(0.8, gt=0, le=1, strict=True, examples=[0.8])
@@ -268,6 +288,9 @@ class TrainSpec(_Section):
         for key in ("step_size", "gamma"):
             if self.scheduler != "step" and getattr(self, key) != type(self).model_fields[key].default:
                 problems.append(((key,), "is a setting of scheduler step", "remove it, or set `scheduler: step`."))
+        if self.plateau is not None and self.scheduler != "plateau":
+            problems.append((("plateau",), "is a setting of scheduler plateau", "remove it, or set `scheduler: plateau`."))
+        problems += [(("loggers", i), f"{name!r} is listed twice", "list each logger once.") for i, name in enumerate(self.loggers) if name in self.loggers[:i]]
         if self.warmup_epochs and self.warmup_epochs >= self.epochs:
             problems.append((("warmup_epochs",), f"{self.warmup_epochs} warm-up epochs leave none of the {self.epochs} epochs",
                              "use fewer warm-up epochs than train.epochs."))

@@ -15,13 +15,15 @@ from typing import Optional
 
 import numpy as np
 import pandas as pd
+import yaml
 
-from mdn_cli.config import Spec
+from mdn_cli.config import Spec, dump_spec
 from mdn_cli.data.folds import FoldError, assign_folds
 from mdn_cli.data.training import load_training_data
 from mdn_cli.stats.metrics import mean_sd
 from mdn_cli.train.history import flat_metrics
 from mdn_cli.train.loop import Progress, train
+from mdn_cli.train.tracking import MlflowRun, check_loggers, flat_params
 from mdn_cli.utils.errors import MdnError, did_you_mean
 from mdn_cli.utils.fileio import atomic_path, atomic_write_text, read_json
 
@@ -100,7 +102,8 @@ def cross_validate(
     if not resume and (is_cv_run(run_dir) or any(run_dir.glob("fold-*/checkpoints/last.pt"))):
         raise MdnError("this run directory already holds a cross-validation.", where=str(run_dir), hint="add --resume to continue it, or choose another -o.")
     table, folds, pool, test = _assignments(spec, k, group_column, repeats)
-    runs = []
+    check_loggers(spec.train.loggers)
+    runs, parent = [], None
     for repeat, assignment in enumerate(folds):
         for j in range(k):
             index = repeat * k + j
@@ -115,13 +118,20 @@ def cross_validate(
                 rows.to_csv(tmp, index=False)
             runs.append({"fold": index, "repeat": repeat, "run_dir": fold_dir.name,
                          "n_train": int((rows["split"] == "train").sum()), "n_val": int((rows["split"] == "val").sum())})  # fmt: skip
-            finished = (fold_dir / "summary.json").is_file() and read_json(fold_dir / "summary.json", hint="").get("epochs") == spec.train.epochs
-            if finished:
+            if _finished(fold_dir, spec.train.epochs):
                 continue
             if on_fold is not None:
                 on_fold(index, k * repeats)
             fold_spec = spec.model_copy(update={"data": spec.data.model_copy(update={"split_file": split_file.resolve()})})
-            train(fold_spec, fold_dir, resume=(fold_dir / "checkpoints" / "last.pt").exists(), progress=progress)
+            if parent is None and "mlflow" in spec.train.loggers:  # one MLflow run for the cross-validation, a child run per fold
+                parent = MlflowRun(run_dir, flat_params(yaml.safe_load(dump_spec(spec))), tags={"mdn.folds": str(k), "mdn.repeats": str(repeats)})
+            try:
+                train(fold_spec, fold_dir, resume=(fold_dir / "checkpoints" / "last.pt").exists(), progress=progress,
+                      parent_run=parent.run_id if parent else None)  # fmt: skip
+            except BaseException as exc:
+                if parent is not None:
+                    parent.close("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+                raise
     result = {
         "folds": k,
         "repeats": repeats,
@@ -133,4 +143,18 @@ def cross_validate(
     }
     result["summary"] = summarise(run_dir, runs)
     atomic_write_text(run_dir / CV_FILE, json.dumps(result, indent=2) + "\n")
+    if "mlflow" in spec.train.loggers:
+        parent = parent or MlflowRun(run_dir, flat_params(yaml.safe_load(dump_spec(spec))))
+        parent.log_metrics({f"cv/{name}/{stat}": value for name, stats in result["summary"].items()
+                            for stat, value in stats.items() if stat in ("mean", "sd") and value is not None}, 0)  # fmt: skip
+        parent.log_files([run_dir / CV_FILE])
+        parent.close("FINISHED")
     return result
+
+
+def _finished(fold_dir: Path, epochs: int) -> bool:
+    """A fold that ran all its epochs, or stopped early."""
+    if not (fold_dir / "summary.json").is_file():
+        return False
+    summary = read_json(fold_dir / "summary.json", hint="")
+    return summary.get("epochs") == epochs or (summary.get("early_stopping") or {}).get("stopped_epoch") is not None

@@ -22,8 +22,9 @@ from mdn_cli.model.finetune import init_message, keep_frozen_norms_in_eval
 from mdn_cli.model.task import task_loss
 from mdn_cli.nn import mdn_penalty, metadata, metadata_norm_layers, penalty_parameters, set_sync
 from mdn_cli.train.monitor import validate
-from mdn_cli.train.options import autocast, balanced_class_weights, grad_scaler, make_scheduler
+from mdn_cli.train.options import EarlyStopping, EpochSchedule, autocast, balanced_class_weights, grad_scaler
 from mdn_cli.train.run import Run, build_run
+from mdn_cli.train.tracking import Trackers, open_trackers
 from mdn_cli.utils import distributed
 from mdn_cli.utils.errors import MdnError
 from mdn_cli.utils.fileio import atomic_write_text, interrupts_deferred
@@ -93,15 +94,17 @@ class Trainer:
     statistics; only rank 0 evaluates and writes.
     """
 
-    def __init__(self, run: Run, run_dir: Path, progress: Progress | None = None):
+    def __init__(self, run: Run, run_dir: Path, progress: Progress | None = None, parent_run: str | None = None):
         self.run, self.run_dir = run, Path(run_dir)
+        self.parent_run = parent_run  # the MLflow run of a cross-validation, whose child this run is
         self.world = distributed.world()
         self.progress = (progress if self.world.is_main else None) or (lambda *_a, **_k: None)
         betas = penalty_parameters(run.network)
         beta_ids = {id(p) for p in betas}
         # frozen parameters (train.freeze) are not optimised
         self.optimizer = _optimizer(run.spec, [p for p in run.network.parameters() if id(p) not in beta_ids and p.requires_grad])
-        self.scheduler = make_scheduler(self.optimizer, run.spec.train)
+        self.schedule = EpochSchedule(self.optimizer, run.spec.train)
+        self.stopping = EarlyStopping.from_spec(run.spec.train)
         self.scaler = grad_scaler(run.spec.train.precision, run.device)
         # PMDN: the betas have their own optimiser and learning rate, as in the PMDN paper
         self.beta_optimizer = torch.optim.Adam(betas, lr=run.spec.mdn.beta_lr) if betas else None
@@ -123,7 +126,8 @@ class Trainer:
             "model": self.run.network.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "beta_optimizer": self.beta_optimizer.state_dict() if self.beta_optimizer else None,
-            "scheduler": self.scheduler.state_dict() if self.scheduler else None,
+            "scheduler": self.schedule.state_dict() if self.schedule.active else None,
+            "early_stopping": self.stopping.state_dict() if self.stopping else None,
             "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
             "rng": torch.get_rng_state(),
             "history": self.history,
@@ -146,7 +150,7 @@ class Trainer:
         state = load_checkpoint(path)
         if not same_training(state["config"], dump_spec(self.run.spec)):
             raise MdnError(
-                "the spec differs from the one this run was started with (only train.epochs and train.num_workers may change on resume).",
+                "the spec differs from the one this run was started with (only train.epochs, train.num_workers and train.loggers may change on resume).",
                 where=str(path),
                 hint=f"compare with {self.run_dir / 'config.yaml'}, or train into a new run directory.",
             )
@@ -154,8 +158,10 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         if self.beta_optimizer is not None:
             self.beta_optimizer.load_state_dict(state["beta_optimizer"])
-        if self.scheduler is not None:
-            self.scheduler.load_state_dict(state["scheduler"])
+        if self.schedule.active:
+            self.schedule.load_state_dict(state["scheduler"])
+        if self.stopping is not None:
+            self.stopping.load_state_dict(state["early_stopping"])
         if state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
         torch.set_rng_state(state["rng"])
@@ -164,11 +170,13 @@ class Trainer:
 
     # -- loop --------------------------------------------------------------------------------
     def fit(self) -> dict:
-        spec, data, network, world = self.run.spec, self.run.data, self.run.network, self.world
-        t = spec.train
-        loss_fn = _train_loss_fn(self.run)
-        forward_context = autocast(t.precision, self.run.device)
-        clipped = [p for group in self.optimizer.param_groups for p in group["params"]]
+        spec, network, world = self.run.spec, self.run.network, self.world
+        if world.is_main:
+            atomic_write_text(self.run_dir / "config.yaml", dump_spec(spec))
+        if self.run.init_report is not None and self.start_epoch == 1:
+            self.progress("message", text=init_message(self.run.init_report))
+        if self.stopped is not None:
+            self.progress("message", text=f"this run stopped early at epoch {self.stopped['epoch']} ({self.stopped['reason']}); nothing to resume.")
         model = network
         if world.size > 1:
             set_sync(network)
@@ -176,54 +184,71 @@ class Trainer:
                 torch.nn.SyncBatchNorm.convert_sync_batchnorm(network)  # replaces the BatchNorm children in place
             device_ids = [self.run.device] if self.run.device.type == "cuda" else None
             model = torch.nn.parallel.DistributedDataParallel(network, device_ids=device_ids)
-        if world.is_main:
-            atomic_write_text(self.run_dir / "config.yaml", dump_spec(spec))
-        if self.run.init_report is not None and self.start_epoch == 1:
-            self.progress("message", text=init_message(self.run.init_report))
-        n_batches = math.ceil(len(data.splits["train"]) / (t.batch_size * world.size))
-        for epoch in range(self.start_epoch, t.epochs + 1):
-            started = time.perf_counter()
-            self.progress("epoch", epoch=epoch, epochs=t.epochs, batches=n_batches)
-            network.train()
-            keep_frozen_norms_in_eval(network, t.freeze)
-            lr = self.optimizer.param_groups[0]["lr"]
-            total, total_penalty, seen = 0.0, 0.0, 0
-            for n_global, x, design, y in _train_batches(data, t.batch_size, t.seed * 100_003 + epoch, world, epoch):
-                x, design, y = x.to(self.run.device), design.to(self.run.device), y.to(self.run.device)
-                penalty = None
-                if self.beta_optimizer is not None:  # PMDN, pass 1: the betas on the penalty alone
-                    penalty = fit_penalty_betas(network, x, design, self.beta_optimizer, forward_context)
-                with forward_context(), metadata(network, design):
-                    out = model(x)
-                out = out.float()  # the loss in float32 under mixed precision
-                loss = loss_fn(out, y) if len(y) else out.sum() * 0.0
-                objective = loss
-                if world.size > 1:  # DDP averages gradients over ranks: weight each by its share of the global batch
-                    objective = objective * (len(y) * world.size / n_global)
-                self.optimizer.zero_grad(set_to_none=True)
-                self.scaler.scale(objective).backward()  # loss scaling only for 16-mixed
-                if t.grad_clip is not None:
-                    self.scaler.unscale_(self.optimizer)
-                    torch.nn.utils.clip_grad_norm_(clipped, t.grad_clip)
-                self.scaler.step(self.optimizer)  # PMDN, pass 2: the network on the task loss alone (its betas are not in this optimiser)
-                self.scaler.update()
-                loss_value = loss.item()  # one device sync per batch
-                total += loss_value * len(y)
-                total_penalty += 0.0 if penalty is None else penalty
-                seen += len(y)
-                self.progress("batch", loss=loss_value)
-            if self.scheduler is not None:
-                self.scheduler.step()
-            total, total_penalty, seen = distributed.all_sum([total, total_penalty, seen], self.run.device)
-            metrics = {"epoch": epoch, "train_loss": total / seen}
-            if self.scheduler is not None:
-                metrics["lr"] = lr
-            if self.beta_optimizer is not None:
-                metrics["train_penalty"] = total_penalty / seen
-            if not world.is_main:  # rank 0 evaluates and writes; the others wait for it
-                distributed.barrier()
-                continue
+        trackers = (open_trackers(spec.train.loggers, self.run_dir, dump_spec(spec), spec.train.select, self.history, self.parent_run)
+                    if world.is_main else Trackers([]))  # fmt: skip
+        try:
+            for epoch in range(self.start_epoch, spec.train.epochs + 1):
+                if self.stopped is not None:
+                    break
+                self._epoch(model, epoch, trackers)
+            summary = self.summary() if world.is_main else {}
+            if world.is_main:
+                atomic_write_text(self.run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+        except BaseException as exc:
+            trackers.close("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+            raise
+        trackers.close("FINISHED")
+        return summary
+
+    def _epoch(self, model: nn.Module, epoch: int, trackers: Trackers) -> None:
+        """One epoch: train on every batch, validate, step the schedule, checkpoint, log; may stop the run early."""
+        spec, data, network, world = self.run.spec, self.run.data, self.run.network, self.world
+        t = spec.train
+        loss_fn = _train_loss_fn(self.run)
+        forward_context = autocast(t.precision, self.run.device)
+        clipped = [p for group in self.optimizer.param_groups for p in group["params"]]
+        started = time.perf_counter()
+        self.progress("epoch", epoch=epoch, epochs=t.epochs, batches=math.ceil(len(data.splits["train"]) / (t.batch_size * world.size)))
+        network.train()
+        keep_frozen_norms_in_eval(network, t.freeze)
+        lr = self.optimizer.param_groups[0]["lr"]
+        total, total_penalty, seen = 0.0, 0.0, 0
+        for n_global, x, design, y in _train_batches(data, t.batch_size, t.seed * 100_003 + epoch, world, epoch):
+            x, design, y = x.to(self.run.device), design.to(self.run.device), y.to(self.run.device)
+            penalty = None
+            if self.beta_optimizer is not None:  # PMDN, pass 1: the betas on the penalty alone
+                penalty = fit_penalty_betas(network, x, design, self.beta_optimizer, forward_context)
+            with forward_context(), metadata(network, design):
+                out = model(x)
+            out = out.float()  # the loss in float32 under mixed precision
+            loss = loss_fn(out, y) if len(y) else out.sum() * 0.0
+            objective = loss
+            if world.size > 1:  # DDP averages gradients over ranks: weight each by its share of the global batch
+                objective = objective * (len(y) * world.size / n_global)
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(objective).backward()  # loss scaling only for 16-mixed
+            if t.grad_clip is not None:
+                self.scaler.unscale_(self.optimizer)
+                torch.nn.utils.clip_grad_norm_(clipped, t.grad_clip)
+            self.scaler.step(self.optimizer)  # PMDN, pass 2: the network on the task loss alone (its betas are not in this optimiser)
+            self.scaler.update()
+            loss_value = loss.item()  # one device sync per batch
+            total += loss_value * len(y)
+            total_penalty += 0.0 if penalty is None else penalty
+            seen += len(y)
+            self.progress("batch", loss=loss_value)
+        total, total_penalty, seen = distributed.all_sum([total, total_penalty, seen], self.run.device)
+        metrics = {"epoch": epoch, "train_loss": total / seen}
+        if self.schedule.active:
+            metrics["lr"] = lr
+        if self.beta_optimizer is not None:
+            metrics["train_penalty"] = total_penalty / seen
+        if world.is_main:  # rank 0 evaluates and writes; the others take its monitored value
             metrics.update(validate(self.run))
+        monitored = self._monitored(metrics)
+        self.schedule.step(monitored)
+        stop = self.stopping is not None and self.stopping.update(epoch, monitored, t.select)
+        if world.is_main:
             self.elapsed += time.perf_counter() - started
             metrics["seconds"] = round(self.elapsed, 3)
             self.history.append(metrics)
@@ -236,13 +261,24 @@ class Trainer:
                 if improved:
                     self._save(state, "best.pt")
                 atomic_write_text(self.run_dir / "metrics.jsonl", "".join(json.dumps(m) + "\n" for m in self.history))
+            trackers.log_epoch(metrics)  # after the checkpoint: a tracker that missed it is given the epoch when the run resumes
             self.progress("epoch_end", metrics=metrics)
-            distributed.barrier()
-        if not world.is_main:
-            return {}
-        summary = self.summary()
-        atomic_write_text(self.run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
-        return summary
+            if stop:
+                self.progress("message", text=f"early stopping after epoch {epoch}: {self.stopping.reason}; best.pt is epoch {self.best['epoch']}.")
+        distributed.barrier()
+
+    def _monitored(self, metrics: dict) -> float | None:
+        """The epoch's ``train.select`` value, which rank 0 measured, on every rank (None when undefined)."""
+        value = metrics.get(self.run.spec.train.select) if self.world.is_main else None
+        total, defined = distributed.all_sum([0.0 if value is None else value, float(value is not None)], self.run.device)
+        return total if defined else None
+
+    @property
+    def stopped(self) -> dict | None:
+        """``{epoch, reason}`` once early stopping has ended the run, else None."""
+        if self.stopping is None or self.stopping.stopped_epoch is None:
+            return None
+        return {"epoch": self.stopping.stopped_epoch, "reason": self.stopping.reason}
 
     def _is_better(self, metrics: dict) -> bool:
         key = self.run.spec.train.select
@@ -271,16 +307,20 @@ class Trainer:
             "best": next((m for m in self.history if m["epoch"] == best_epoch), None),
             "last": self.history[-1] if self.history else None,
             **({"init": self.run.init_report} if self.run.init_report is not None else {}),
+            **({"early_stopping": self.stopping.state_dict()} if self.stopping is not None else {}),
         }
 
 
-def train(spec: Spec, run_dir: str | Path, *, resume: bool = False, progress: Progress | None = None) -> dict:
-    """Train ``spec`` into ``run_dir`` (or continue it with ``resume``); return the summary."""
+def train(spec: Spec, run_dir: str | Path, *, resume: bool = False, progress: Progress | None = None, parent_run: str | None = None) -> dict:
+    """Train ``spec`` into ``run_dir`` (or continue it with ``resume``); return the summary.
+
+    ``parent_run``: the MLflow run id this run is logged under (a cross-validation's).
+    """
     run_dir = Path(run_dir)
     check_run_dir(run_dir, resume)
     with distributed.session(spec.train.device):
         run = build_run(spec)
-        trainer = Trainer(run, run_dir, progress)
+        trainer = Trainer(run, run_dir, progress, parent_run)
         if resume:
             trainer.resume()
         return trainer.fit()

@@ -1,4 +1,4 @@
-"""The training loop's options: learning-rate schedule, class weights, mixed precision.
+"""The training loop's options: learning-rate schedules, early stopping, class weights, mixed precision.
 
 Kept apart from the loop so that each is a small function with its own test.
 """
@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import contextlib
 import math
+from dataclasses import asdict, dataclass
 from typing import Callable
 
 import torch
 
+from mdn_cli.config import PlateauSpec
 from mdn_cli.utils.errors import MdnError
 
 
@@ -34,15 +36,104 @@ def lr_factor(epoch_index: int, train) -> float:
     return 1.0
 
 
-def make_scheduler(optimizer: torch.optim.Optimizer, train) -> torch.optim.lr_scheduler.LambdaLR | None:
-    """A per-epoch scheduler for the spec's schedule (None when the rate is constant).
+def mode_of(select: str) -> str:
+    """'min' for a loss, 'max' for accuracy and AUC: which way ``train.select`` improves."""
+    return "min" if select.endswith("loss") else "max"
 
-    The factor is recomputed from the spec, so its state dict holds numbers only (checkpoints
-    stay plain) and a resumed run continues the same schedule.
+
+class EpochSchedule:
+    """The learning rate per epoch: warm-up, then cosine or step (``LambdaLR`` with ``lr_factor``) or
+    plateau (``ReduceLROnPlateau`` on ``train.select``, stepped after each epoch's validation).
+
+    With plateau and warm-up, the warm-up factor applies for the first epochs and the plateau
+    counts only the epochs after it. The states are plain numbers (checkpoints stay plain), so a
+    resumed run continues the same schedule.
     """
-    if train.scheduler == "none" and not train.warmup_epochs:
-        return None
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch_index: lr_factor(epoch_index, train))
+
+    def __init__(self, optimizer: torch.optim.Optimizer, train):
+        self.train = train
+        self.factor = None
+        if train.scheduler in ("cosine", "step") or train.warmup_epochs:
+            self.factor = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch_index: lr_factor(epoch_index, train))
+        self.plateau = None
+        if train.scheduler == "plateau":
+            options = train.plateau or PlateauSpec()
+            self.plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
+                optimizer, mode=mode_of(train.select), factor=options.factor, patience=options.patience,
+                threshold=options.threshold, min_lr=options.min_lr)  # fmt: skip
+
+    @property
+    def active(self) -> bool:
+        """Whether the rate may change (then each epoch's rate is recorded)."""
+        return self.factor is not None or self.plateau is not None
+
+    def step(self, monitored: float | None = None) -> None:
+        """After an epoch: the next epoch's rate (``monitored``: the epoch's ``train.select`` value, None if undefined)."""
+        in_warmup = self.factor is not None and self.factor.last_epoch < self.train.warmup_epochs
+        if self.factor is not None and (self.plateau is None or in_warmup):
+            self.factor.step()
+        elif self.plateau is not None:
+            self.plateau.step(math.nan if monitored is None else monitored)
+
+    def state_dict(self) -> dict:
+        return {"factor": self.factor.state_dict() if self.factor else None, "plateau": self.plateau.state_dict() if self.plateau else None}
+
+    def load_state_dict(self, state: dict) -> None:
+        if "factor" not in state:  # checkpoints before plateau schedules held the LambdaLR's state alone
+            state = {"factor": state, "plateau": None}
+        if self.factor is not None:
+            self.factor.load_state_dict(state["factor"])
+        if self.plateau is not None:
+            self.plateau.load_state_dict(state["plateau"])
+
+
+# -- early stopping -----------------------------------------------------------------------------
+@dataclass
+class EarlyStopping:
+    """Lightning's ``EarlyStopping`` on ``train.select``: stop after ``patience`` epochs without an
+    improvement of more than ``min_delta``, or at once when the metric is not finite.
+
+    An undefined value (val AUC with one class) is an epoch without improvement. The state is
+    plain numbers, kept in the checkpoint, so a resumed run continues the count.
+    """
+
+    patience: int
+    min_delta: float
+    mode: str
+    best: float | None = None
+    best_epoch: int | None = None
+    wait: int = 0
+    stopped_epoch: int | None = None
+    reason: str | None = None
+
+    @classmethod
+    def from_spec(cls, train) -> EarlyStopping | None:
+        options = train.early_stopping
+        return None if options is None else cls(options.patience, options.min_delta, mode_of(train.select))
+
+    def update(self, epoch: int, value: float | None, name: str) -> bool:
+        """Record the epoch's value; True when training should stop after this epoch."""
+        if value is not None and not math.isfinite(value):
+            self.stopped_epoch, self.reason = epoch, f"{name} is {value} at epoch {epoch}"
+            return True
+        sign = 1.0 if self.mode == "min" else -1.0
+        if value is not None and (self.best is None or sign * (value - self.best) < -self.min_delta):
+            self.best, self.best_epoch, self.wait = value, epoch, 0
+            return False
+        self.wait += 1
+        if self.wait < self.patience:
+            return False
+        best = "no defined value" if self.best is None else f"best {self.best:.6g} at epoch {self.best_epoch}"
+        self.stopped_epoch = epoch
+        self.reason = f"{name} did not improve by more than {self.min_delta:g} for {self.patience} epoch(s) ({best})"
+        return True
+
+    def state_dict(self) -> dict:
+        return asdict(self)
+
+    def load_state_dict(self, state: dict) -> None:
+        for key, value in state.items():
+            setattr(self, key, value)
 
 
 # -- class weights ------------------------------------------------------------------------------

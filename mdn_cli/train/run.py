@@ -14,6 +14,7 @@ from mdn_cli.model.finetune import prepare_network
 from mdn_cli.model.network import Network, build_network
 from mdn_cli.nn import CollinearDesignError, fit_gram
 from mdn_cli.train.options import check_precision
+from mdn_cli.train.tracking import check_loggers
 from mdn_cli.utils import distributed
 from mdn_cli.utils.distributed import resolve_device
 from mdn_cli.utils.errors import MdnError
@@ -47,4 +48,5 @@ def build_run(spec: Spec, *, fine_tune: bool = True) -> Run:
         raise MdnError(str(exc), where=str(spec.data.table),
                        hint="drop one of those columns from data.metadata or mdn.preserve, merge rare categories, or set mdn.ridge (e.g. 1e-3).") from None
     check_precision(spec, device)
+    check_loggers(spec.train.loggers)
     return Run(spec, data, network.to(device), device, init_report)

@@ -16,7 +16,7 @@ from mdn_cli.config import SpecError, TrainSpec, dump_spec, load_spec, same_trai
 from mdn_cli.model.task import task_loss
 from mdn_cli.nn import MetadataNorm, fit_gram, metadata
 from mdn_cli.train.loop import Trainer, _train_loss_fn, train
-from mdn_cli.train.options import balanced_class_weights, make_scheduler
+from mdn_cli.train.options import EpochSchedule, balanced_class_weights
 from mdn_cli.train.run import build_run
 from mdn_cli.utils.errors import MdnError
 from tests.helpers import SMALL_BASELINE, SMALL_MDN, make_small_data, mdn, write_spec
@@ -57,15 +57,17 @@ def test_cosine_and_step_follow_torchs_own_schedulers_after_a_linear_warmup(warm
     for name, (settings, reference) in cases.items():
         spec = TrainSpec(task="binary", epochs=epochs, scheduler=name, warmup_epochs=warmup, **settings)
         opt = optimizer()
-        ours = lrs(make_scheduler(opt, spec), opt, epochs)
+        ours = lrs(EpochSchedule(opt, spec), opt, epochs)
         ref_opt = optimizer()
         theirs = lrs(reference(ref_opt), ref_opt, epochs - warmup)
         assert ours[:warmup] == pytest.approx([0.1 * (e + 1) / (warmup + 1) for e in range(warmup)])
         assert ours[warmup:] == pytest.approx(theirs, rel=1e-12, abs=1e-15)
 
 
-def test_no_schedule_no_scheduler():
-    assert make_scheduler(optimizer(), TrainSpec(task="binary")) is None
+def test_no_schedule_leaves_the_rate_alone():
+    opt = optimizer()
+    schedule = EpochSchedule(opt, TrainSpec(task="binary"))
+    assert not schedule.active and lrs(schedule, opt, 5) == [0.1] * 5
 
 
 @pytest.mark.slow
@@ -101,7 +103,7 @@ def test_resume_mid_schedule_gives_the_uninterrupted_numbers(folder, tmp_path):
     assert read_metrics(tmp_path / "split") == read_metrics(tmp_path / "straight")
     last = [torch.load(tmp_path / run / "checkpoints" / "last.pt", weights_only=True) for run in ("straight", "split")]
     assert all(torch.equal(a, b) for a, b in zip(last[0]["model"].values(), last[1]["model"].values()))
-    assert last[0]["scheduler"]["last_epoch"] == 3
+    assert last[0]["scheduler"]["factor"]["last_epoch"] == 3
 
 
 # -- gradient clipping --------------------------------------------------------------------------

@@ -28,6 +28,7 @@ def evaluate(
     device: Optional[Device] = typer.Option(None, "--device", help="Where the model runs (default: the spec's train.device)."),
     fmt: OutputFormat = typer.Option(OutputFormat.table, "--format", help="Output format."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write to FILE instead of stdout."),
+    log: bool = typer.Option(False, "--log", help="Also log the result to the run's TensorBoard and MLflow records (its train.loggers)."),
 ) -> None:
     """Score a trained run: metrics overall and per metadata group, the gaps between groups,
     bootstrap intervals, and the monitored layer's dcor² with the metadata per class.
@@ -37,7 +38,7 @@ def evaluate(
 
     Example: mdn evaluate runs/mdn --split test --by cf --bootstrap 1000 --predictions preds.csv
     """
-    from mdn_cli.analysis.evaluate import evaluate_run, save_result
+    from mdn_cli.analysis.evaluate import evaluate_run, log_result, save_result
     from mdn_cli.cli.render_evaluate import render_evaluation
     from mdn_cli.utils.fileio import atomic_path
 
@@ -47,5 +48,7 @@ def evaluate(
         with atomic_path(predictions) as tmp:
             evaluation.predictions.to_csv(tmp, index=False)
     saved = save_result(run_dir, evaluation)
+    if log:
+        log_result(run_dir, evaluation, saved)
     show(render_evaluation(evaluation.result, fmt.value), output)
-    err_console().print(f"kept in {saved}" + (f"; predictions in {predictions}" if predictions else ""), markup=False)
+    err_console().print(f"kept in {saved}" + (f"; predictions in {predictions}" if predictions else "") + ("; logged to the run's records" if log else ""), markup=False)
