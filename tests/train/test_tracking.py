@@ -34,15 +34,21 @@ def folder(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory) -> str:
+def store_folder(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("mlflow")
+
+
+@pytest.fixture(scope="module")
+def store(store_folder) -> str:
     """One local MLflow store for the module (creating its database takes a second)."""
-    return f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+    return f"sqlite:///{store_folder / 'mlflow.db'}"
 
 
 @pytest.fixture(autouse=True)
-def mlflow_store(store, monkeypatch):
+def mlflow_store(store, store_folder, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
     monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "tests")
+    monkeypatch.chdir(store_folder)  # MLflow's default artifact root is ./mlruns
 
 
 def read_metrics(run: Path) -> list[dict]:
@@ -200,7 +206,7 @@ def test_a_cv_run_interrupted_by_ctrl_c_and_resumed_logs_each_fold_once(folder, 
     env = {**os.environ, "NO_COLOR": "1", "MLFLOW_TRACKING_URI": store, "MLFLOW_EXPERIMENT_NAME": "tests-cv"}
     # SIGINT back to its default in the child: pytest itself may run with it ignored (a background job)
     proc = subprocess.Popen([sys.executable, "-m", "mdn_cli", "train", str(spec_path), "-o", str(run), "--folds", "2", "-q"],
-                            stderr=subprocess.PIPE, text=True, env=env, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+                            stderr=subprocess.PIPE, text=True, env=env, cwd=Path.cwd(), preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 300
     while not (run / "fold-1" / "metrics.jsonl").exists():  # fold 0 done, fold 1 under way
         assert time.time() < deadline and proc.poll() is None, proc.stderr.read() if proc.poll() is not None else "timeout"
