@@ -73,6 +73,15 @@ def write_spec(folder: Path, name: str = "spec.yaml", layers=SMALL_MDN, epochs: 
     return path
 
 
+def readme_block(containing: str) -> str:
+    """The README's fenced code block that contains ``containing`` (so examples stay true: tests run them)."""
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    blocks = [block.split("\n", 1)[1] for block in text.split("```")[1::2]]
+    found = [block for block in blocks if containing in block]
+    assert len(found) == 1, f"{len(found)} README code blocks contain {containing!r}"
+    return found[0]
+
+
 def run_cli(*args, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
     """Run `python -m mdn_cli ARGS` in a fresh process (for exit codes, signals, distributed runs)."""
     full_env = {**os.environ, "NO_COLOR": "1", **(env or {})}

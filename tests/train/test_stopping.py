@@ -13,7 +13,9 @@ import torch
 from mdn_cli.config import SpecError, TrainSpec, load_spec
 from mdn_cli.train.loop import train
 from mdn_cli.train.options import EarlyStopping, EpochSchedule
-from tests.helpers import make_small_data, mdn, write_spec
+import yaml
+
+from tests.helpers import make_small_data, mdn, readme_block, write_spec
 
 
 @pytest.fixture(scope="module")
@@ -176,3 +178,15 @@ def test_each_fold_stops_on_its_own_held_out_metric(folder, tmp_path):
         assert summary["early_stopping"]["stopped_epoch"] == stop == len(history)
     again = mdn("train", spec_path, "-o", tmp_path / "cv", "--folds", "2", "-q", "--resume")
     assert again.returncode == 0, again.stderr  # stopped folds count as finished
+
+
+@pytest.mark.slow
+def test_the_readmes_plateau_and_early_stopping_example_trains(folder, tmp_path):
+    example = yaml.safe_load(readme_block("scheduler: plateau"))["train"]
+    spec_path = write_spec(folder, "readme.yaml", epochs=12, train=example)
+    result = mdn("train", spec_path, "-o", tmp_path / "run", "--format", "json")
+    assert result.returncode == 0, result.stderr
+    history = read_metrics(tmp_path / "run")
+    stop = lightning_stop_epoch([m["val_balanced_acc"] for m in history], 8, 0.001, "max")
+    assert json.loads(result.stdout)["early_stopping"]["stopped_epoch"] == stop
+    assert all("lr" in m for m in history)

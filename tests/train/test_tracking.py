@@ -234,3 +234,7 @@ def test_a_cv_run_interrupted_by_ctrl_c_and_resumed_logs_each_fold_once(folder, 
     cv = json.loads((run / "cv.json").read_text())
     assert parent.data.metrics["cv/val_loss/mean"] == pytest.approx(cv["summary"]["val_loss"]["mean"])
     assert "cv.json" in {a.path for a in client.list_artifacts(parent_id)}
+    evaluated = mdn("evaluate", run, "--split", "val", "--log", env={"MLFLOW_EXPERIMENT_NAME": "tests-cv"})  # out of fold, to the parent
+    assert evaluated.returncode == 0, evaluated.stderr
+    kept = json.loads((run / "eval" / "val-best.json").read_text())
+    assert client.get_run(parent_id).data.metrics["eval/val-best/balanced_accuracy"] == pytest.approx(kept["overall"]["balanced_accuracy"])
