@@ -65,7 +65,9 @@ def train(
 
     Writes RUNDIR/config.yaml, metrics.jsonl (loss, accuracy and dcor² of the monitored layer
     per epoch), checkpoints/last.pt and best.pt, and summary.json. Ctrl-C keeps the last
-    epoch's checkpoint; --resume continues from it with the same results. The MDN variant
+    epoch's checkpoint; --resume continues from it with the same results. train.early_stopping
+    stops a run that no longer improves, train.scheduler: plateau lowers the rate when it stalls,
+    and train.loggers records every epoch in TensorBoard and MLflow. The MDN variant
     (batch, recursive, penalty) is `mdn.variant` in the spec. Under torchrun (or --nproc N) the
     MDN statistics are synchronised over the processes and only rank 0 writes.
 
