@@ -1,4 +1,4 @@
-"""Metadata tables: CSV from a path or stdin, the join to data rows by id, row selections.
+"""Metadata tables: CSV, TSV or Parquet from a path (CSV from stdin), the join to data rows by id, row selections.
 
 Every mismatch is an ``MdnError`` that names the table, the column and the ids involved.
 """
@@ -18,20 +18,56 @@ from mdn_cli.utils.errors import MdnError
 
 
 def read_table(path: str | Path, id_column: str | None = None) -> pd.DataFrame:
-    """A CSV table from a path, or from stdin when ``path`` is '-'.
+    """A table from a path, or from stdin (CSV) when ``path`` is '-'; the format from the extension:
+    ``.tsv``/``.tab`` tab-separated (BIDS ``participants.tsv``), ``.parquet``/``.pq`` Parquet, else CSV
+    (also gzipped: ``.csv.gz``, ``.tsv.gz``).
 
-    The id column is read as text (ids are matched as text, and '007' must stay '007').
+    The id column is read as text (ids are matched as text, and '007' must stay '007'); ``n/a``
+    (BIDS' missing value) and empty cells are missing.
     """
     source = str(path)
     where = "stdin" if source == "-" else source
-    dtype = {id_column: str} if id_column else None
+    kind = table_format(source)
     try:
-        return pd.read_csv(io.StringIO(sys.stdin.read()) if source == "-" else source, dtype=dtype)
+        if kind == "parquet":
+            table = _read_parquet(source, where)
+            if id_column in table.columns:
+                table[id_column] = table[id_column].map(lambda v: v if pd.isna(v) else str(v))
+            return table
+        text = io.StringIO(sys.stdin.read()) if source == "-" else source
+        table = pd.read_csv(text, sep="\t" if kind == "tsv" else ",", dtype={id_column: str} if id_column else None)
     except FileNotFoundError:
         raise MdnError("file not found.", where=where, hint="check the path (relative paths in a spec are relative to the spec file).") from None
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise MdnError(f"not a readable CSV table ({str(exc).strip()}).", where=where, hint="expected a comma-separated file with a header row, or - for stdin.") from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, EOFError, OSError) as exc:
+        raise MdnError(f"not a readable {kind.upper()} table ({str(exc).strip()}).", where=where,
+                       hint="expected a header row and one row per sample (CSV: comma-separated; .tsv: tab-separated), or - for CSV on stdin.") from None
+    if kind == "tsv" and len(table.columns) == 1 and "," in str(table.columns[0]):
+        raise MdnError("this looks comma-separated, but the name says tab-separated (.tsv).", where=where, hint="rename it to .csv, or separate the columns with tabs.")
+    return table
 
+
+def table_format(source: str) -> str:
+    """'tsv', 'parquet' or 'csv', from the file name (compression suffixes aside)."""
+    name = source.lower().removesuffix(".gz").removesuffix(".bz2").removesuffix(".zip").removesuffix(".xz")
+    if name.endswith((".tsv", ".tab")):
+        return "tsv"
+    if name.endswith((".parquet", ".pq")):
+        return "parquet"
+    return "csv"
+
+
+def _read_parquet(source: str, where: str) -> pd.DataFrame:
+    try:
+        import pyarrow  # noqa: F401
+    except ImportError:
+        raise MdnError("reading Parquet tables needs pyarrow, which is not installed.", where=where,
+                       hint="pip install 'mdn-cli[parquet]', or save the table as CSV or TSV.") from None
+    import pyarrow.lib
+
+    try:
+        return pd.read_parquet(source)
+    except pyarrow.lib.ArrowException as exc:
+        raise MdnError(f"not a readable Parquet table ({str(exc).strip()[:200]}).", where=where, hint="check that the file was written completely.") from None
 
 
 def align_table(table: pd.DataFrame, ids: np.ndarray | None, id_column: str | None, n_rows: int, table_name: str, rows_name: str) -> pd.DataFrame:

@@ -40,7 +40,7 @@ class AuditTest(str, Enum):
 )
 def audit(
     features: Path = typer.Argument(..., help="HDF5 file with the features (samples on axis 0).", metavar="FEATURES.h5"),
-    table: str = typer.Argument(..., help="Metadata CSV, or - to read it from stdin.", metavar="TABLE.csv|-"),
+    table: str = typer.Argument(..., help="Metadata table (.csv, .tsv or .parquet), or - for CSV on stdin.", metavar="TABLE|-"),
     dataset: str = typer.Option("features", "--dataset", help="Dataset inside FEATURES.h5 (any rank)."),
     id_column: Optional[str] = typer.Option(
         None, "--id-column", help="Table column matching the 'ids' dataset [default: id, when both sides have ids]."

@@ -16,7 +16,7 @@ def evaluate(
     split: str = typer.Option("test", "--split", help="Rows of the run's data: test, val, train or all."),
     checkpoint: str = typer.Option("best", "--checkpoint", help="best, last, a NAME in the run's checkpoints/ (e.g. best-refit), or a PATH."),
     inputs: Optional[Path] = typer.Option(None, "--inputs", help="New data instead of a split: HDF5 inputs (same dataset names as the spec)."),
-    table: Optional[str] = typer.Option(None, "--table", help="The table of --inputs, or alone for a run that reads files (CSV with the spec's label and metadata columns)."),
+    table: Optional[str] = typer.Option(None, "--table", help="The table of --inputs, or alone for a run that reads files (.csv, .tsv or .parquet, with the spec's label and metadata columns)."),
     by: list[str] = typer.Option([], "--by", help="Column to group the metrics by (repeatable; default: the spec's metadata columns)."),
     bins: int = typer.Option(4, "--bins", min=2, help="Quantile groups for a numeric --by column."),
     layer: Optional[str] = typer.Option(None, "--layer", help="Layer whose dcor² with the metadata to report (default: train.monitor)."),

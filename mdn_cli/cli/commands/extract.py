@@ -24,7 +24,7 @@ def extract(
     checkpoint: str = typer.Option("best", "--checkpoint", help="best, last, a NAME in the run's checkpoints/ (e.g. best-refit), or a PATH."),
     split: str = typer.Option("val", "--split", help="Rows of the run's data: train, val, test or all."),
     inputs: Optional[Path] = typer.Option(None, "--inputs", help="New data instead of a split: HDF5 inputs (same dataset names as the spec). Not for runs that read files (give --table alone)."),
-    table: Optional[str] = typer.Option(None, "--table", help="The table of --inputs (CSV with the spec's metadata columns; - for stdin). Alone for a run that reads files: the table names them in the spec's path column."),
+    table: Optional[str] = typer.Option(None, "--table", help="The table of --inputs (.csv, .tsv or .parquet with the spec's metadata columns; - for CSV on stdin). Alone for a run that reads files: the table names them in the spec's path column."),
     meta_out: Optional[Path] = typer.Option(None, "--meta-out", help="Also write the matching table rows (id, label, metadata) as CSV."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Rows per forward pass (default: the spec's)."),
     device: Optional[Device] = typer.Option(None, "--device", help="Where the model runs (default: the spec's train.device)."),

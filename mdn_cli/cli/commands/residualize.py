@@ -21,7 +21,7 @@ from mdn_cli.utils.errors import MdnError
 @app.command()
 def residualize(
     features_path: Path = typer.Argument(..., help="HDF5 features (e.g. from `mdn extract`).", metavar="FEATURES.h5"),
-    table: str = typer.Argument(..., help="CSV table with the metadata (and preserved) columns; - for stdin.", metavar="META.csv"),
+    table: str = typer.Argument(..., help="Table (.csv, .tsv or .parquet) with the metadata (and preserved) columns; - for CSV on stdin.", metavar="TABLE"),
     output: Path = typer.Option(..., "--output", "-o", help="HDF5 file for the residualized features (same dataset path, with ids)."),
     columns: Optional[str] = typer.Option(None, "--columns", help="Metadata columns to remove, comma-separated (needed unless --model)."),
     preserve: Optional[str] = typer.Option(None, "--preserve", help="Columns fitted jointly and kept (e.g. label), comma-separated."),
