@@ -71,7 +71,7 @@ def _resolve_init_path(raw: dict[str, Any], base: Path, check_files: bool = True
     resolved = _resolved(base, init["path"])
     init["path"] = str(resolved)
     if resolved.is_dir():
-        return [(("model", "init", "path"), f"{resolved} is a directory, not a file", "name the weights file (.pt) inside it.")]
+        return [(("model", "init", "path"), f"{resolved} is a directory, not a file", "name the weights file (.pt, .pth or .safetensors) inside it.")]
     if check_files and not resolved.exists():
         return [(("model", "init", "path"), f"file not found: {resolved}", f"paths are relative to the spec file's folder ({base}).")]
     return []

@@ -173,6 +173,10 @@ class ModelSpec(_Section):
                              "list the layers (`layers: [{type: linear, out_features: 1}]`) or name a callable (`factory: pkg.module:make_net`)."))
         if self.kwargs and self.factory is None:
             problems.append((("kwargs",), "is only used with model.factory", "remove it, or give layer arguments on the layers themselves."))
+        for key in ("pretrained", "weights"):  # torchvision's and timm's ways to fetch weights at run time
+            if self.factory and self.factory.split(".")[0].split(":")[0] in ("torchvision", "timm") and self.kwargs.get(key) not in (None, False):
+                problems.append((("kwargs", key), f"would download weights when the model is built ({key}: {self.kwargs[key]!r})",
+                                 "download the file once, set model.init.path to it (strict: false when the head differs), and remove this key."))
         seen: dict[str, int] = {}
         for i, layer in enumerate(self.layers or ()):
             if layer.name is not None and layer.name in seen:

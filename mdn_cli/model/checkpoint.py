@@ -69,6 +69,21 @@ def load_state_file(path: Path, hint: str = "save the weights with torch.save(mo
         raise MdnError(f"not a readable PyTorch file ({_first_line(exc)}).", where=str(path), hint=hint) from None
 
 
+def load_weights(path: Path, hint: str) -> object:
+    """A file of weights for ``model.init``: ``.safetensors`` with the safetensors library (a flat dict of
+    names to tensors, no code by construction), anything else as a ``torch.save`` file (``load_state_file``)."""
+    if Path(path).suffix.lower() != ".safetensors":
+        return load_state_file(path, hint)
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path), device="cpu")
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise MdnError(f"not a readable safetensors file ({_first_line(exc)}).", where=str(path),
+                       hint="give a file written by safetensors.torch.save_file (e.g. a model.safetensors from a model hub), complete.") from None
+
+
 def _first_line(exc: Exception) -> str:
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     return f"{type(exc).__name__}: {lines[0][:200]}" if lines else type(exc).__name__

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _NormBase
 
-from mdn_cli.model.checkpoint import CHECKPOINT_KEYS, load_state_file
+from mdn_cli.model.checkpoint import CHECKPOINT_KEYS, load_weights
 from mdn_cli.model.network import Network, layer_issue
 from mdn_cli.nn import MetadataNormBase
 from mdn_cli.stats.validation import listing
@@ -42,7 +42,7 @@ def load_init(spec, network: Network) -> dict:
     """
     init = spec.model.init
     try:
-        top = load_state_file(init.path, hint="give a file saved with torch.save(model.state_dict(), path), or an `mdn train` checkpoint.")
+        top = load_weights(init.path, hint="give a file saved with torch.save(model.state_dict(), path), a .safetensors file, or an `mdn train` checkpoint.")
     except MdnError as exc:
         raise spec.error([(_WHERE, f"{init.path}: {exc.message}", exc.hint)]) from None
     state = _state_dict_of(spec, top)
