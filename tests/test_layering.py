@@ -20,6 +20,7 @@ BLOCKS = {
     "stats": set(),  # dcor, metrics and the array checks: nothing else of mdn_cli
     "data": {"utils", "stats"},
     "config": {"utils", "nn", "data"},  # nn.layer_types and data.transforms: what the spec validates
+    "recipes": {"utils"},  # shipped specs of the paper's settings
 }
 # the groups in order: each may import every block and the groups before it
 GROUPS = ["model", "train", "analysis"]
