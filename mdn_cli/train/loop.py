@@ -103,6 +103,9 @@ class Trainer:
         beta_ids = {id(p) for p in betas}
         # frozen parameters (train.freeze) are not optimised
         self.optimizer = _optimizer(run.spec, [p for p in run.network.parameters() if id(p) not in beta_ids and p.requires_grad])
+        self.clipped = [p for group in self.optimizer.param_groups for p in group["params"]]
+        self.loss_fn = _train_loss_fn(run)
+        self.forward_context = autocast(run.spec.train.precision, run.device)
         self.schedule = EpochSchedule(self.optimizer, run.spec.train)
         self.stopping = EarlyStopping.from_spec(run.spec.train)
         self.scaler = grad_scaler(run.spec.train.precision, run.device)
@@ -204,9 +207,7 @@ class Trainer:
         """One epoch: train on every batch, validate, step the schedule, checkpoint, log; may stop the run early."""
         spec, data, network, world = self.run.spec, self.run.data, self.run.network, self.world
         t = spec.train
-        loss_fn = _train_loss_fn(self.run)
-        forward_context = autocast(t.precision, self.run.device)
-        clipped = [p for group in self.optimizer.param_groups for p in group["params"]]
+        loss_fn, forward_context = self.loss_fn, self.forward_context
         started = time.perf_counter()
         self.progress("epoch", epoch=epoch, epochs=t.epochs, batches=math.ceil(len(data.splits["train"]) / (t.batch_size * world.size)))
         network.train()
@@ -229,7 +230,7 @@ class Trainer:
             self.scaler.scale(objective).backward()  # loss scaling only for 16-mixed
             if t.grad_clip is not None:
                 self.scaler.unscale_(self.optimizer)
-                torch.nn.utils.clip_grad_norm_(clipped, t.grad_clip)
+                torch.nn.utils.clip_grad_norm_(self.clipped, t.grad_clip)
             self.scaler.step(self.optimizer)  # PMDN, pass 2: the network on the task loss alone (its betas are not in this optimiser)
             self.scaler.update()
             loss_value = loss.item()  # one device sync per batch

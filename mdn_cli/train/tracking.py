@@ -109,6 +109,15 @@ class MlflowRun:
     """One MLflow run, created or continued from ``RUNDIR/tracking.json``, through ``MlflowClient``."""
 
     def __init__(self, run_dir: Path, params: dict[str, str], parent_id: str | None = None, tags: dict[str, str] | None = None):
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self._open(run_dir, params, parent_id, tags)
+        except MlflowException as exc:
+            raise MdnError(f"MLflow cannot open a run ({str(exc).splitlines()[0][:300]}).", where=os.environ.get("MLFLOW_TRACKING_URI", "MLflow's default store"),
+                           hint="check MLFLOW_TRACKING_URI (e.g. sqlite:///mlflow.db, or unset it for MLflow's local default), or remove mlflow from train.loggers.") from None
+
+    def _open(self, run_dir: Path, params: dict[str, str], parent_id: str | None, tags: dict[str, str] | None) -> None:
         from mlflow.tracking import MlflowClient
 
         self.run_dir = run_dir
