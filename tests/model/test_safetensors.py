@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-import yaml
 from safetensors.torch import save_file
 
 from mdn_cli.config import SpecError, load_spec

@@ -17,7 +17,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from mdn_cli.config import dump_spec, load_spec
+from mdn_cli.config import load_spec
 from mdn_cli.train import tracking
 from mdn_cli.train.loop import train
 from mdn_cli.train.tracking import flat_params, scalar_tags
