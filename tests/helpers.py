@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import io
 import os
 import subprocess
@@ -71,6 +72,23 @@ def write_spec(folder: Path, name: str = "spec.yaml", layers=SMALL_MDN, epochs: 
     path = folder / name
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
     return path
+
+
+def read_metrics(run: Path) -> list[dict]:
+    """A run's metrics.jsonl, one dict per epoch."""
+    return [json.loads(line) for line in (Path(run) / "metrics.jsonl").read_text().splitlines()]
+
+
+class Stop(Exception):
+    """Raised by ``stop_after``: a training stopped between epochs."""
+
+
+def stop_after(epoch: int):
+    """A progress callback that stops training after ``epoch``'s checkpoint, as Ctrl-C would."""
+    def progress(event, **info):
+        if event == "epoch_end" and info["metrics"]["epoch"] == epoch:
+            raise Stop
+    return progress
 
 
 def readme_block(containing: str) -> str:

@@ -19,7 +19,7 @@ from mdn_cli.train.loop import Trainer, _train_loss_fn, train
 from mdn_cli.train.options import EpochSchedule, balanced_class_weights
 from mdn_cli.train.run import build_run
 from mdn_cli.utils.errors import MdnError
-from tests.helpers import SMALL_BASELINE, SMALL_MDN, make_small_data, mdn, write_spec
+from tests.helpers import SMALL_BASELINE, SMALL_MDN, Stop, make_small_data, mdn, stop_after, write_spec
 
 
 @pytest.fixture(scope="module")
@@ -76,17 +76,6 @@ def test_the_epochs_learning_rate_is_in_the_metrics(folder, tmp_path):
     assert mdn("train", spec, "-o", tmp_path / "run", "-q").returncode == 0
     # lr 1e-3: warm-up epoch at half of it, then 1e-3 and 1e-3 * 0.5
     assert [m["lr"] for m in read_metrics(tmp_path / "run")] == pytest.approx([5e-4, 1e-3, 5e-4])
-
-
-class Stop(Exception):
-    pass
-
-
-def stop_after(epoch: int):
-    def progress(event, **info):
-        if event == "epoch_end" and info["metrics"]["epoch"] == epoch:
-            raise Stop  # after the epoch's checkpoint, as Ctrl-C would
-    return progress
 
 
 @pytest.mark.slow

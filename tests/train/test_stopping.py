@@ -15,7 +15,7 @@ from mdn_cli.train.loop import train
 from mdn_cli.train.options import EarlyStopping, EpochSchedule
 import yaml
 
-from tests.helpers import make_small_data, mdn, readme_block, write_spec
+from tests.helpers import Stop, make_small_data, mdn, read_metrics, readme_block, stop_after, write_spec
 
 
 @pytest.fixture(scope="module")
@@ -23,10 +23,6 @@ def folder(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("stopping")
     make_small_data(folder, per_group=20)
     return folder
-
-
-def read_metrics(run: Path) -> list[dict]:
-    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
 def without_time(history: list[dict]) -> list[dict]:
@@ -109,17 +105,6 @@ def test_plateau_settings_need_the_plateau_schedule(folder):
 
 # -- runs -----------------------------------------------------------------------------------------
 STOPPING = {"early_stopping": {"patience": 2, "min_delta": 0.005}, "lr": 0.01}
-
-
-class Stop(Exception):
-    pass
-
-
-def stop_after(epoch: int):
-    def progress(event, **info):
-        if event == "epoch_end" and info["metrics"]["epoch"] == epoch:
-            raise Stop  # after the epoch's checkpoint, as Ctrl-C would
-    return progress
 
 
 @pytest.mark.slow

@@ -21,7 +21,7 @@ from mdn_cli.config import load_spec
 from mdn_cli.train import tracking
 from mdn_cli.train.loop import train
 from mdn_cli.train.tracking import flat_params, scalar_tags
-from tests.helpers import make_small_data, mdn, write_spec
+from tests.helpers import make_small_data, mdn, read_metrics, write_spec
 
 LOGGERS = {"loggers": ["tensorboard", "mlflow"]}
 
@@ -49,10 +49,6 @@ def mlflow_store(store, store_folder, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
     monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "tests")
     monkeypatch.chdir(store_folder)  # MLflow's default artifact root is ./mlruns
-
-
-def read_metrics(run: Path) -> list[dict]:
-    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
 def expected_records(run: Path) -> dict[str, list[tuple[int, float]]]:

@@ -17,7 +17,7 @@ import yaml
 from mdn_cli.config import load_spec
 from mdn_cli.train.monitor import split_metrics
 from mdn_cli.train.run import build_run
-from tests.helpers import SMALL_BASELINE, SMALL_MDN, mdn, write_spec
+from tests.helpers import SMALL_BASELINE, SMALL_MDN, mdn, read_metrics, write_spec
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "sample_data" / "synthetic"
@@ -26,10 +26,6 @@ SAMPLE = ROOT / "sample_data" / "synthetic"
 @pytest.fixture(scope="module")
 def small_data(synth_data) -> Path:
     return synth_data
-
-
-def read_metrics(run: Path) -> list[dict]:
-    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
 def test_synth_writes_the_papers_design(small_data):
