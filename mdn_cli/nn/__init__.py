@@ -18,6 +18,7 @@ from mdn_cli.nn.helpers import (
     metadata,
     metadata_norm_layers,
     penalty_parameters,
+    penalty_pass,
     refit_beta,
     set_sync,
 )
@@ -35,5 +36,5 @@ __all__ = [
     "CollinearDesignError", "LazyMetadataNorm", "LazyPenaltyMetadataNorm", "LazyRecursiveMetadataNorm", "MetadataNorm",
     "MetadataNormBase", "PenaltyMetadataNorm", "RecursiveMetadataNorm", "attach_key", "attach_metadata_norm", "batch_beta",
     "batch_metadata_norm", "fit_gram", "gram_inverse", "layer_outputs", "mdn_penalty", "metadata", "metadata_norm", "metadata_norm_layers",
-    "penalty_metadata_norm", "penalty_parameters", "refit_beta", "rls_update", "set_sync",
+    "penalty_metadata_norm", "penalty_parameters", "penalty_pass", "refit_beta", "rls_update", "set_sync",
 ]

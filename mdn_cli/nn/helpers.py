@@ -36,9 +36,23 @@ def penalty_parameters(model: nn.Module) -> list[nn.Parameter]:
 
 
 def mdn_penalty(model: nn.Module) -> torch.Tensor | None:
-    """Sum of the PMDN penalties of the last training forward, or None without PMDN layers."""
+    """Mean over the PMDN layers of their penalties in the last training forward (the reference
+    averages its layers' terms), or None without PMDN layers."""
     terms = [m.penalty for m in metadata_norm_layers(model) if isinstance(m, PenaltyMetadataNorm) and m.penalty is not None]
-    return torch.stack(terms).sum() if terms else None
+    return torch.stack(terms).mean() if terms else None
+
+
+@contextlib.contextmanager
+def penalty_pass(model: nn.Module) -> Iterator[None]:
+    """PMDN's first pass: every PMDN layer outputs the residual of the whole design (``Y - X beta``)."""
+    layers = [m for m in metadata_norm_layers(model) if isinstance(m, PenaltyMetadataNorm)]
+    for layer in layers:
+        layer.fitting = True
+    try:
+        yield
+    finally:
+        for layer in layers:
+            layer.fitting = False
 
 
 def fit_gram(model: nn.Module, design: torch.Tensor | np.ndarray, column_names: Sequence[str] | None = None, ridge: float = 0.0) -> None:

@@ -219,16 +219,20 @@ class PenaltyMetadataNorm(MetadataNormBase):
     """PMDN (Vento et al.): beta is a learned parameter, fitted by a penalty ``||Y - X beta||²``.
 
     As in the PMDN reference code the whole design is fitted (preserved columns included, as in the
-    other variants), the penalty is a sum of squares, beta starts at zero, and only the metadata
-    and intercept part is removed from the output. After each training forward ``penalty`` holds
-    that term (``mdn_penalty`` sums them). The reference trains beta on the penalty alone and the
-    network on the task loss alone, in two passes per batch: ``mdn_cli.train.loop.fit_penalty_betas``.
+    other variants), the penalty is a sum of squares and beta starts at zero. The reference trains
+    beta on the penalty alone and the network on the task loss alone, in two passes per batch
+    (``mdn_cli.train.loop.fit_penalty_betas``). In the penalty pass (``fitting``, set by
+    ``penalty_pass``) the layer outputs the residual of the whole design, ``Y - X beta``: later
+    layers see features without the preserved part, and the preserved rows of beta get gradient
+    from the later layers' penalties, as in the reference. Otherwise, and in eval mode, only the
+    metadata and intercept part is removed. After each training forward ``penalty`` holds the term.
     """
 
     def __init__(self, num_features: int, num_design: int, num_preserved: int = 0):
         super().__init__(num_features, num_design, num_preserved)
         self.beta = nn.Parameter(torch.zeros(num_design, num_features))
         self.penalty: torch.Tensor | None = None
+        self.fitting = False
 
     def reset_parameters(self) -> None:
         with torch.no_grad():
@@ -238,7 +242,7 @@ class PenaltyMetadataNorm(MetadataNormBase):
         return self.beta
 
     def _train_forward(self, input: torch.Tensor, design: torch.Tensor) -> torch.Tensor:
-        out, self.penalty = penalty_metadata_norm(input, design, self.beta, self.num_preserved)
+        out, self.penalty = penalty_metadata_norm(input, design, self.beta, 0 if self.fitting else self.num_preserved)
         return out
 
 

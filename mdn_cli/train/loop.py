@@ -20,7 +20,7 @@ from mdn_cli.data.training import TrainingData
 from mdn_cli.model.checkpoint import CHECKPOINT_FORMAT, check_run_dir, load_checkpoint, save_checkpoint
 from mdn_cli.model.finetune import init_message, keep_frozen_norms_in_eval
 from mdn_cli.model.task import task_loss
-from mdn_cli.nn import mdn_penalty, metadata, metadata_norm_layers, penalty_parameters, set_sync
+from mdn_cli.nn import mdn_penalty, metadata, metadata_norm_layers, penalty_parameters, penalty_pass, set_sync
 from mdn_cli.train.monitor import validate
 from mdn_cli.train.options import EarlyStopping, EpochSchedule, autocast, balanced_class_weights, grad_scaler
 from mdn_cli.train.run import Run, build_run
@@ -65,17 +65,20 @@ def fit_penalty_betas(network: nn.Module, x: torch.Tensor, design: torch.Tensor,
                       forward_context: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext) -> float:
     """PMDN's first pass over a batch (vento99/PMDN): one step of the betas' optimiser on the penalty alone.
 
-    The penalty ``Σ_layers ||Y - X beta||²`` (whole design, a sum of squares) is differentiated
-    with respect to the betas only (``torch.autograd.grad``: the network's weight gradients are
-    not even computed) and only the betas step; the caller's second pass then runs the network
-    with the updated betas and steps the network on the task loss alone (whose gradients on the
-    betas are discarded in turn). So the penalty never moves the features and the task loss never
-    moves beta. Under DDP the pass runs on the unwrapped network and the betas' gradients are
-    summed over the processes, so every rank takes the step of the global batch.
+    As in the reference, every PMDN layer passes the residual of the whole design ``Y - X beta``
+    on in this pass (``penalty_pass``), and the penalty is the mean over the layers of
+    ``||Y - X beta||²`` (a sum of squares each). It is differentiated with respect to the betas
+    only (``torch.autograd.grad``: the network's weight gradients are not even computed), so a
+    layer's beta gets gradient from its own penalty and, through the features, from the later
+    layers' penalties; only the betas step. The caller's second pass then runs the network with
+    the updated betas and steps the network on the task loss alone (whose gradients on the betas
+    are discarded in turn). So the penalty never moves the network's weights and the task loss
+    never moves beta. Under DDP the pass runs on the unwrapped network and the betas' gradients
+    are summed over the processes, so every rank takes the step of the global batch.
     ``forward_context`` is the mixed-precision context of the forward pass. Returns this
     process's penalty.
     """
-    with forward_context(), metadata(network, design):
+    with forward_context(), metadata(network, design), penalty_pass(network):
         network(x)
     penalty = mdn_penalty(network)
     betas = [beta for group in beta_optimizer.param_groups for beta in group["params"]]

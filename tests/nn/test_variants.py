@@ -18,6 +18,7 @@ from mdn_cli.nn import (
     mdn_penalty,
     metadata,
     penalty_parameters,
+    penalty_pass,
 )
 from mdn_cli.config import load_spec
 from mdn_cli.train.loop import train
@@ -248,6 +249,124 @@ def test_pmdn_step_moves_beta_by_the_penalty_alone_and_the_network_by_the_task_l
     grads = torch.autograd.grad(reference_loss, reference_params)
     for param, before, grad in zip(network_params, reference_params, grads):
         torch.testing.assert_close(param.detach(), before.detach() - 0.1 * grad, rtol=1e-12, atol=1e-12)
+
+
+class ReferencePMDNNet(nn.Module):
+    """vento99/PMDN's three-block network (src/model.py), written out small: conv, LayerNorm, PMDN,
+    ReLU twice, then fc, LayerNorm, PMDN, ReLU, fc, sigmoid. With ``use_labels`` (the first pass)
+    each PMDN layer outputs ``f - X beta`` over the whole design, otherwise ``f - X[:, 1:] beta[1:]``
+    (column 0 is the label); the loss term is the mean over the three layers of ``||f - X beta||²``.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.ln1 = nn.Conv2d(1, 4, 5), nn.LayerNorm([4, 8, 8])
+        self.conv2, self.ln2 = nn.Conv2d(4, 6, 5), nn.LayerNorm([6, 4, 4])
+        self.fc, self.ln_fc, self.fc_last = nn.Linear(96, 10), nn.LayerNorm([10]), nn.Linear(10, 1)
+        self.betas = nn.ParameterList([nn.Parameter(torch.zeros(3, width)) for width in (4 * 8 * 8, 6 * 4 * 4, 10)])
+        self.use_labels, self.cfs, self.loss_terms = False, None, None
+
+    def pmdn(self, f: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
+        flat = f.reshape(len(f), -1)
+        fitted = self.cfs @ beta if self.use_labels else self.cfs[:, 1:] @ beta[1:]
+        residual = flat - fitted
+        self.loss_terms = self.loss_terms + torch.linalg.norm(residual) ** 2
+        return residual.reshape(f.shape)
+
+    def forward(self, x):
+        self.loss_terms = 0
+        x = torch.relu(self.pmdn(self.ln1(self.conv1(x)), self.betas[0]))
+        x = torch.relu(self.pmdn(self.ln2(self.conv2(x)), self.betas[1]))
+        x = torch.relu(self.pmdn(self.ln_fc(self.fc(x.flatten(1))), self.betas[2]))
+        self.loss_terms = self.loss_terms / 3
+        return torch.sigmoid(self.fc_last(x))
+
+
+def pmdn_three_layer_net() -> nn.Sequential:
+    """The same network from mdn_cli's layers: PenaltyMetadataNorm with the label preserved."""
+    return nn.Sequential(
+        nn.Conv2d(1, 4, 5), nn.LayerNorm([4, 8, 8]), PenaltyMetadataNorm(256, 3, num_preserved=1), nn.ReLU(),
+        nn.Conv2d(4, 6, 5), nn.LayerNorm([6, 4, 4]), PenaltyMetadataNorm(96, 3, num_preserved=1), nn.ReLU(), nn.Flatten(),
+        nn.Linear(96, 10), nn.LayerNorm([10]), PenaltyMetadataNorm(10, 3, num_preserved=1), nn.ReLU(), nn.Linear(10, 1), nn.Sigmoid(),
+    ).double()
+
+
+def test_pmdn_three_layer_network_follows_the_reference_two_pass_update(rng):
+    """Several batches of PMDN's two passes in a three-layer network against vento99/PMDN's
+    training step written out (src/train.py): pass 1 backpropagates the mean layer penalty and steps
+    only the betas' Adam (lr 0.045); pass 2 runs again on the task loss (BCE) and steps only the
+    network's Adam. Raw design [label, cf, 1]. Penalty, betas after each step and outputs agree."""
+    from mdn_cli.train.loop import fit_penalty_betas
+
+    torch.manual_seed(0)
+    reference = ReferencePMDNNet().double()
+    ours = pmdn_three_layer_net()
+    pairs = [(0, "conv1"), (1, "ln1"), (4, "conv2"), (5, "ln2"), (9, "fc"), (10, "ln_fc"), (13, "fc_last")]
+    with torch.no_grad():
+        for index, name in pairs:
+            for param_name, param in ours[index].named_parameters():
+                param.copy_(getattr(getattr(reference, name), param_name))
+    pmdn_layers = [ours[2], ours[6], ours[11]]
+    model_params = [p for p in ours.parameters() if all(p is not layer.beta for layer in pmdn_layers)]
+    beta_optimizer, optimizer = torch.optim.Adam(penalty_parameters(ours), lr=0.045), torch.optim.Adam(model_params, lr=1e-3)
+    reference_beta_optimizer = torch.optim.Adam(reference.betas.parameters(), lr=0.045)
+    reference_optimizer = torch.optim.Adam([p for name, p in reference.named_parameters() if not name.startswith("betas")], lr=1e-3)
+
+    for _step in range(4):
+        label = rng.integers(0, 2, 16).astype(np.float64)
+        cf = rng.uniform(3, 5, 16) + label
+        design = t(np.stack([label, cf, np.ones(16)], 1))
+        inputs = t(rng.normal(size=(16, 1, 12, 12)) + cf[:, None, None, None] / 4)
+        target = t(label[:, None])
+
+        # the reference's step
+        reference.cfs = design
+        reference.use_labels = True
+        reference(inputs)
+        reference_penalty = reference.loss_terms
+        reference_penalty.backward()
+        reference_beta_optimizer.step()
+        reference.zero_grad()
+        reference.use_labels = False
+        reference_out = reference(inputs)
+        torch.nn.functional.binary_cross_entropy(reference_out, target).backward()
+        reference_optimizer.step()
+        reference.zero_grad()
+
+        # ours: fit_penalty_betas, then the task loss
+        penalty = fit_penalty_betas(ours, inputs, design, beta_optimizer)
+        np.testing.assert_allclose(penalty, float(reference_penalty.detach()), rtol=1e-10)
+        for layer, beta in zip(pmdn_layers, reference.betas):
+            torch.testing.assert_close(layer.beta.detach(), beta.detach(), rtol=1e-9, atol=1e-12)
+        with metadata(ours, design):
+            out = ours(inputs)
+        torch.testing.assert_close(out, reference_out, rtol=1e-9, atol=1e-12)
+        optimizer.zero_grad(set_to_none=True)
+        torch.nn.functional.binary_cross_entropy(out, target).backward()
+        optimizer.step()
+    ours.eval(), reference.eval()
+    with torch.no_grad(), metadata(ours, design):
+        torch.testing.assert_close(ours(inputs), reference(inputs), rtol=1e-9, atol=1e-12)
+
+
+def test_pmdn_penalty_pass_passes_the_whole_residual_and_averages_the_layers(rng):
+    x = make_design(rng, 12)
+    net = nn.Sequential(PenaltyMetadataNorm(3, x.shape[1], num_preserved=1), PenaltyMetadataNorm(3, x.shape[1], num_preserved=1)).double().train()
+    betas = [rng.normal(size=(x.shape[1], 3)) for _ in range(2)]
+    with torch.no_grad():
+        for layer, beta in zip(net, betas):
+            layer.beta.copy_(t(beta))
+    y = rng.normal(size=(12, 3))
+    with metadata(net, t(x)), penalty_pass(net):
+        out = net(t(y))
+    first = y - x @ betas[0]  # the whole design, label part included
+    np.testing.assert_allclose(out.detach().numpy(), first - x @ betas[1], atol=1e-12)
+    expected = (np.sum(first**2) + np.sum((first - x @ betas[1]) ** 2)) / 2
+    np.testing.assert_allclose(float(mdn_penalty(net)), expected, rtol=1e-12)
+    assert not any(layer.fitting for layer in net)
+    with metadata(net, t(x)):  # the second pass keeps the label part
+        out = net(t(y))
+    np.testing.assert_allclose(out.detach().numpy(), y - x[:, 1:] @ betas[0][1:] - x[:, 1:] @ betas[1][1:], atol=1e-12)
 
 
 def test_pmdn_two_pass_beta_approaches_full_design_ols_on_fixed_features(rng):
