@@ -201,6 +201,7 @@ class MdnSpec(_Section):
     variant: MdnVariant = Field("batch", examples=["batch"])
     momentum: Annotated[float, Field(gt=0, le=1, strict=True)] | None = Field(0.1, examples=[0.1])
     preserve: list[str] = Field(default_factory=list, examples=[["label"]])
+    standardize: bool = Field(True, strict=True, examples=[True])  # false: numeric columns in their units, the references' raw design
     ridge: float = Field(0.0, ge=0, strict=True, examples=[0.0])
     forgetting: float = Field(0.999, gt=0, le=1, strict=True, examples=[0.999])
     regularizer: float = Field(1e-2, gt=0, strict=True, examples=[1e-2])

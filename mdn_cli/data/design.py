@@ -64,11 +64,12 @@ def sorted_levels(series: pd.Series) -> list[str]:
 class DesignMatrix:
     """Encodes preserved and metadata columns of a table into ``[preserved | metadata | intercept]``.
 
-    Numeric columns are standardised with the fitted rows' mean and standard deviation;
+    Numeric columns are standardised with the fitted rows' mean and standard deviation, or kept in
+    their units with ``standardize=False`` (the MDN, R-MDN and PMDN references' raw design);
     categorical columns are one-hot encoded with their first level (``sorted_levels``) dropped as reference.
     """
 
-    def __init__(self, metadata: Sequence[str], preserve: Sequence[str] = (), categorical: Sequence[str] = ()):
+    def __init__(self, metadata: Sequence[str], preserve: Sequence[str] = (), categorical: Sequence[str] = (), standardize: bool = True):
         if not metadata:
             raise MdnError("no metadata columns given.", hint="name at least one column to regress out.")
         overlap = sorted(set(metadata) & set(preserve))
@@ -80,6 +81,7 @@ class DesignMatrix:
         self.metadata = list(metadata)
         self.preserve = list(preserve)
         self.categorical = set(categorical)
+        self.standardize = standardize
         self.encodings: list[ColumnEncoding] | None = None
 
     # -- fitting -----------------------------------------------------------------------------
@@ -97,7 +99,8 @@ class DesignMatrix:
                 std = float(values.std())
                 if not std > 1e-12 * abs(float(values.mean())):  # 0, or rounding noise of a constant
                     raise _constant_column(name, f"is constant ({values[0]:g})")
-                encodings.append(ColumnEncoding(name, "numeric", mean=float(values.mean()), std=std))
+                mean, std = (float(values.mean()), std) if self.standardize else (0.0, 1.0)
+                encodings.append(ColumnEncoding(name, "numeric", mean=mean, std=std))
         self.encodings = encodings
         return self
 
@@ -144,12 +147,13 @@ class DesignMatrix:
             "metadata": self.metadata,
             "preserve": self.preserve,
             "categorical": sorted(self.categorical),
+            "standardize": self.standardize,
             "encodings": [asdict(enc) for enc in self._fitted()],
         }
 
     @classmethod
     def from_dict(cls, state: dict) -> "DesignMatrix":
-        design = cls(state["metadata"], state["preserve"], state["categorical"])
+        design = cls(state["metadata"], state["preserve"], state["categorical"], state.get("standardize", True))
         design.encodings = [ColumnEncoding(**enc) for enc in state["encodings"]]
         return design
 

@@ -92,7 +92,7 @@ def load_training_data(spec, seed: int, pin_memory: bool = False) -> TrainingDat
         inputs = FileProvider(samples, workers, pin_memory)
     targets, classes = _targets(table[d.label], spec.train.task, d.label, d.table)
     categorical = list(d.categorical) + ([d.label] if spec.train.task == "multiclass" else [])
-    design = DesignMatrix(d.metadata, spec.mdn.preserve, categorical).fit(table.iloc[splits["train"]])
+    design = DesignMatrix(d.metadata, spec.mdn.preserve, categorical, spec.mdn.standardize).fit(table.iloc[splits["train"]])
     design_rows = torch.from_numpy(design.transform(table).astype(np.float32))
     return TrainingData(inputs, table, targets, classes, design, design_rows, splits)
 

@@ -42,6 +42,21 @@ def test_numeric_standardised_with_training_statistics(table):
     np.testing.assert_array_equal(x_other[:, 1], 1.0)
 
 
+def test_raw_design_keeps_numeric_units_and_survives_a_round_trip(table):
+    """`standardize=False`: the references' design, numbers as they are, one-hot levels as usual."""
+    design = DesignMatrix(["age", "site"], preserve=["label"], standardize=False).fit(table.iloc[:30])
+    x = design.transform(table)
+    assert design.column_names == ["label", "age", "site=b", "site=c", INTERCEPT]
+    np.testing.assert_array_equal(x[:, 0], table["label"])
+    np.testing.assert_array_equal(x[:, 1], table["age"])
+    np.testing.assert_array_equal(x[:, 2:4], np.stack([table["site"] == "b", table["site"] == "c"], 1))
+    restored = DesignMatrix.from_dict(json.loads(json.dumps(design.to_dict())))
+    assert restored.standardize is False
+    np.testing.assert_array_equal(restored.transform(table), x)
+    with pytest.raises(MdnError, match="constant"):
+        DesignMatrix(["age"], standardize=False).fit(table.assign(age=7.0))
+
+
 def test_categorical_one_hot_drops_first_sorted_level(table):
     design = DesignMatrix(["site"]).fit(table)
     assert design.column_names == ["site=b", "site=c", INTERCEPT]

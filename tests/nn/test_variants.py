@@ -431,3 +431,46 @@ def test_variants_train_from_a_spec_and_resume_exactly(small_data, tmp_path, mdn
     train(spec.model_copy(update={"train": spec.train.model_copy(update={"epochs": 1})}), tmp_path / "split")
     train(spec, tmp_path / "split", resume=True)
     assert metrics_of(tmp_path / "split") == metrics
+
+
+# -- the references' raw design (mdn.standardize: false) ----------------------------------------
+@pytest.mark.parametrize("variant", ["batch", "recursive"])
+def test_raw_design_layers_follow_the_reference_update_rules(small_data, tmp_path, variant):
+    """With `mdn.standardize: false` the design is the references' [label, cf, 1] in the table's
+    units, and a built run's first MDN layer, on a training batch, does what the reference layer
+    does with it: mlu355/MetadataNorm (B = K X'Y with K = (X'X)^-1 of the raw training design,
+    out = Y - N/n X_m B_m, beta <- 0.9 beta + 0.1 B) or ynshah3/Recursive-MDN (P <- P/λ,
+    K = P X'(I + X P X')^-1, P <- P - K X P + q I, beta <- beta + K (Y - X beta), out with that beta)."""
+    from mdn_cli.train.run import build_run
+
+    mdn = {"variant": variant, "standardize": False, **({"momentum": 0.1} if variant == "batch" else {})}
+    run = build_run(load_spec(write_spec(small_data, f"raw-{variant}.yaml", mdn=mdn, train={"device": "cpu"})))
+    table = run.data.table
+    raw = np.stack([table["label"], table["cf"], np.ones(len(table))], 1)
+    np.testing.assert_allclose(run.data.design_rows.numpy(), raw, rtol=1e-6)
+
+    layer = run.network.body[1]
+    captured = {}
+    layer.register_forward_hook(lambda _m, args, out: captured.update(y=args[0].detach().double().flatten(1), out=out.detach().double().flatten(1)))
+    rows = run.data.splits["train"][:16]
+    x, design = next(iter(run.data.inputs.batches([rows]))), raw[rows]
+    run.network.train()
+    with metadata(run.network, run.data.design_rows[rows]):
+        run.network(x)
+    y = captured["y"].numpy()
+    if variant == "batch":
+        train_design = raw[run.data.splits["train"]]
+        kernel = np.linalg.inv(train_design.T @ train_design)
+        b = kernel @ design.T @ y
+        scale = len(train_design) / len(rows)
+        expected_out, expected_beta = y - scale * design[:, 1:] @ b[1:], 0.1 * b * scale
+        state = layer.running_beta
+    else:
+        p = np.eye(3) / 0.01 / 0.999
+        gain = p @ design.T @ np.linalg.inv(np.eye(len(rows)) + design @ p @ design.T)
+        expected_beta = gain @ y  # beta starts at zero
+        expected_out = y - design[:, 1:] @ expected_beta[1:]
+        state = layer.running_beta
+        np.testing.assert_allclose(layer.covariance.numpy(), p - gain @ design @ p + 1e-4 * np.eye(3), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(state.double().numpy(), expected_beta, rtol=1e-4, atol=1e-5 * np.abs(expected_beta).max())
+    np.testing.assert_allclose(captured["out"].numpy(), expected_out, rtol=1e-4, atol=1e-4 * np.abs(y).max())
