@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mdn_cli.train.history import flat_metrics
+from mdn_cli.train.stages import STAGES_FILE
 from mdn_cli.utils.errors import MdnError
 from mdn_cli.utils.fileio import read_json
 
@@ -128,7 +129,38 @@ def run_detail(record: RunRecord) -> dict:
         "epochs": [m.get("epoch") for m in record.history],
         "dcor2_per_epoch": record.dcor_history(),
         "evaluations": evaluations(record.summary.get("run_dir", "")),
+        "stages": stage_scores(record.summary.get("run_dir", "")),
     }
+
+
+def stage_scores(run_dir: str | Path) -> dict | None:
+    """A staged run's stage-by-stage scores (``stages.json``), None for other runs."""
+    path = Path(run_dir) / STAGES_FILE
+    return read_json(path, hint="--resume the training to rewrite it.") if path.is_file() else None
+
+
+def stage_tables(stages: dict) -> list[tuple[str, list[list]]]:
+    """The stage matrices as (title, rows of cells): per split, the score with the average and backward
+    transfer after each stage, then per metadata column dcor² per class (row: after stage; column: tested on)."""
+    names, tables = stages["names"], []
+    for split, summary in stages["summary"].items():
+        header = ["after stage", *names, "average", "backward transfer"]
+        rows = [[name, *values, average, transfer] for name, values, average, transfer
+                in zip(stages["finished"], summary["matrix"], summary["average_by_stage"], summary["backward_transfer_by_stage"])]
+        tables.append((f"{split} {summary['metric']} (row: after stage; column: tested on stage)", [header, *rows]))
+        columns = dict.fromkeys(c for result in stages["results"] for cells in result["scores"].values() for c in (cells.get(split) or {}).get("dcor2") or {})
+        for column in columns:
+            rows, shown = [], {}
+            for result in stages["results"]:
+                row = [result["stage"]]
+                for name in names:
+                    strata = (((result["scores"].get(name) or {}).get(split) or {}).get("dcor2") or {}).get(column) or {}
+                    per_class = {stratum: value for stratum, value in strata.items() if stratum != "all"} or strata
+                    shown.update(dict.fromkeys(per_class))
+                    row.append(list(per_class.values()))
+                rows.append(row)
+            tables.append((f"{split} dcor² with {column} ({' / '.join(shown)})", [["after stage", *names], *rows]))
+    return tables
 
 
 def evaluations(run_dir: str | Path) -> list[dict]:

@@ -13,7 +13,7 @@ from pathlib import Path
 from rich.table import Table
 from rich.text import Text
 
-from mdn_cli.analysis.report import RunRecord, comparison_rows, run_detail
+from mdn_cli.analysis.report import RunRecord, comparison_rows, run_detail, stage_tables
 
 
 def render_runs(records: list[RunRecord], fmt: str = "table", which: str = "last"):
@@ -148,6 +148,8 @@ def render_detail(record: RunRecord, fmt: str = "table"):
     sections = [("spec", [["key", "value"], *_spec_rows(detail["spec"])]), ("metrics", _metric_rows(detail)), ("dcor² of the monitored layer", _dcor_rows(detail))]
     if detail["evaluations"]:
         sections.append(("evaluations (mdn evaluate)", evaluation_rows(detail["evaluations"])))
+    if detail["stages"]:
+        sections += stage_sections(detail["stages"])
     if fmt == "markdown":
         parts = [f"## Run {record.name}"]
         for title, rows in sections:
@@ -160,6 +162,24 @@ def render_detail(record: RunRecord, fmt: str = "table"):
         justify = ["left" if i == 0 or name in ("stratum", "value", "per epoch") else "right" for i, name in enumerate(rows[0])]
         tables.append(rich_table(f"{record.name}: {title}", rows[0], rows[1:], justify))
     return Group(*tables)
+
+
+def stage_sections(stages: dict) -> list[tuple[str, list[list[str]]]]:
+    """A staged run's matrices as text cells (a list of values, one per class, joined by ' / ')."""
+    text = lambda value: " / ".join(cell(v) for v in value) if isinstance(value, list) else cell(value)  # noqa: E731
+    return [(f"stages: {title}", [header, *[[text(value) for value in row] for row in rows]]) for title, (header, *rows) in stage_tables(stages)]
+
+
+def render_stages(name: str, stages: dict, fmt: str = "table"):
+    """`mdn train`'s closing report of a staged run: the stage matrices."""
+    sections = stage_sections(stages)
+    if fmt == "markdown":
+        return "\n\n".join(f"### {title}\n\n{markdown_table(rows[0], rows[1:])}" for title, rows in sections)
+    if fmt == "csv":
+        return "\n".join(csv_table(rows[0], rows[1:]) for _title, rows in sections)
+    from rich.console import Group
+
+    return Group(*(rich_table(f"{name}: {title}", rows[0], rows[1:], ["left"] + ["right"] * (len(rows[0]) - 1)) for title, rows in sections))
 
 
 def render_refit(result: dict, fmt: str = "table"):

@@ -46,6 +46,7 @@ class DataSpec(_Section):
     label: str = Field(examples=["label"])
     metadata: list[str] = Field(min_length=1, examples=[["cf"]])
     categorical: list[str] = Field(default_factory=list, examples=[["site"]])
+    stage_column: str | None = Field(None, min_length=1, examples=[None])  # train the stages in order, train.epochs each (continual learning)
 
     @field_validator("transform", "augment")
     @classmethod
@@ -340,6 +341,9 @@ class Spec(BaseModel):
     @model_validator(mode="after")
     def _cross_sections(self) -> Spec:
         problems = cross_section_problems(self.data.metadata, self.mdn.preserve, self.data.categorical)
+        if self.data.stage_column is not None and self.train.early_stopping is not None:
+            problems.append((("train", "early_stopping"), "stops a whole run, but a staged run (data.stage_column) trains every stage for train.epochs",
+                             "remove it, or remove data.stage_column."))
         if problems:
             raise fail(*problems)
         return self

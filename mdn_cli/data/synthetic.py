@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import h5py
 import numpy as np
@@ -36,14 +37,20 @@ class SyntheticSet:
     table: pd.DataFrame  # id, label, cf, mf, split
 
 
-def make_synthetic(per_group: int, seed: int = 0, lows: tuple[float, float] = (1.0, 3.0), width: float = 3.0) -> SyntheticSet:
+def make_synthetic(per_group: int, seed: int | Sequence[int] = 0, lows: tuple[float, float] = (1.0, 3.0), width: float = 3.0,
+                   shift: float = 0.0) -> SyntheticSet:
     """Group g draws mf and cf from U(lows[g], lows[g] + width): the MDN paper's U(1, 4) / U(3, 6) by
-    default; the R-MDN reference's data are lows (3, 4), width 2 (benchmarks/rmdn_reference_data.py)."""
+    default; the R-MDN reference's data are lows (3, 4), width 2 (benchmarks/rmdn_reference_data.py).
+
+    ``shift`` moves the groups' cf ranges apart and their mf ranges together by ``shift`` each:
+    at half the gap between the lows, mf no longer tells the groups apart and cf does entirely.
+    """
     rng = np.random.default_rng(seed)
     label = np.repeat([0, 1], per_group)
     low = np.where(label == 0, lows[0], lows[1])
-    mf = low + width * rng.random(2 * per_group)
-    cf = low + width * rng.random(2 * per_group)
+    sign = np.where(label == 0, -1.0, 1.0)
+    mf = low - sign * shift + width * rng.random(2 * per_group)
+    cf = low + sign * shift + width * rng.random(2 * per_group)
     bump = gaussian_bump().astype(np.float32)
     images = np.zeros((2 * per_group, 1, SIZE, SIZE), dtype=np.float32)
     q = QUADRANT
@@ -60,6 +67,18 @@ def make_synthetic(per_group: int, seed: int = 0, lows: tuple[float, float] = (1
         split[order[start:stop]] = name
     table = pd.DataFrame({"id": np.arange(2 * per_group), "label": label, "cf": cf.round(6), "mf": mf.round(6), "split": split})
     return SyntheticSet(images, table)
+
+
+def make_staged_synthetic(per_group: int, stages: int, seed: int = 0) -> SyntheticSet:
+    """The synthetic set as ``stages`` stages (R-MDN's continual setting): stage k is ``make_synthetic``
+    with ``shift`` rising evenly from 0 (the MDN paper's set) to half the gap between the groups'
+    lows, so the confounder's tie to the label grows and the main factor's fades from stage to stage,
+    as R-MDN's reference shifts its five stages. Each stage has its own draws and 60/20/20 splits;
+    the table has a ``stage`` column (0..stages-1) and ids run on over the stages."""
+    lows = (1.0, 3.0)
+    parts = [make_synthetic(per_group, (seed, k), lows, shift=(lows[1] - lows[0]) / 2 * k / max(stages - 1, 1)) for k in range(stages)]
+    tables = [part.table.assign(id=part.table["id"] + k * 2 * per_group, stage=k) for k, part in enumerate(parts)]
+    return SyntheticSet(np.concatenate([part.images for part in parts]), pd.concat(tables, ignore_index=True))
 
 
 def gaussian_bump_3d(size: int = QUADRANT, sigma: float = QUADRANT / 6) -> np.ndarray:

@@ -5,7 +5,7 @@ Every mismatch is an ``MdnError`` raised before any training starts.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -14,7 +14,7 @@ import pandas as pd
 import torch
 
 from mdn_cli.data.batching import batch_rows
-from mdn_cli.data.design import DesignMatrix
+from mdn_cli.data.design import DesignMatrix, level_strings, sorted_levels
 from mdn_cli.data.file_dataset import default_num_workers
 from mdn_cli.data.h5 import H5Rows, read_ids
 from mdn_cli.data.rows import FileProvider, H5Provider, checked_shape, file_samples
@@ -37,6 +37,7 @@ class TrainingData:
     design: DesignMatrix  # fitted on the training rows
     design_rows: torch.Tensor  # (n, num_design) float32, all rows
     splits: dict[str, np.ndarray]  # split name -> row indices
+    stages: dict[str, np.ndarray] | None = None  # stage name -> row indices, in training order (data.stage_column)
 
     @property
     def sample_shape(self) -> tuple[int, ...]:
@@ -45,6 +46,11 @@ class TrainingData:
     @property
     def num_outputs(self) -> int:
         return num_outputs(self.classes)
+
+    def stage(self, name: str) -> "TrainingData":
+        """The same data with every split restricted to one stage's rows (design and encoding unchanged)."""
+        rows = self.stages[name]
+        return replace(self, splits={split: np.intersect1d(indices, rows) for split, indices in self.splits.items()}, stages=None)
 
     def batch_rows(self, split: str, batch_size: int, shuffle_seed: int | None = None) -> list[np.ndarray]:
         """The rows of each batch of a split, in order or permuted by ``shuffle_seed`` (the one shuffle: one process or DDP)."""
@@ -72,7 +78,7 @@ def load_training_data(spec, seed: int, pin_memory: bool = False) -> TrainingDat
         ids = table[d.id_column].to_numpy() if d.id_column else np.arange(len(table))
         samples = file_samples(table, d.path_column, str(d.root or Path(d.table).parent), ids, str(d.table),
                                channels=d.channels, transform=transform, augment=augment, seed=spec.train.seed)
-    used = [d.label, *d.metadata, *spec.mdn.preserve] + ([d.split_column] if d.split_column else [])
+    used = [d.label, *d.metadata, *spec.mdn.preserve] + [c for c in (d.split_column, d.stage_column) if c]
     for column in dict.fromkeys(used):
         if column not in table.columns:
             hint = did_you_mean(column, table.columns, f"columns are: {listing(list(table.columns), 12)}.")
@@ -94,7 +100,20 @@ def load_training_data(spec, seed: int, pin_memory: bool = False) -> TrainingDat
     categorical = list(d.categorical) + ([d.label] if spec.train.task == "multiclass" else [])
     design = DesignMatrix(d.metadata, spec.mdn.preserve, categorical, spec.mdn.standardize).fit(table.iloc[splits["train"]])
     design_rows = torch.from_numpy(design.transform(table).astype(np.float32))
-    return TrainingData(inputs, table, targets, classes, design, design_rows, splits)
+    stages = _stages(table[d.stage_column], splits, d.stage_column, str(d.table)) if d.stage_column else None
+    return TrainingData(inputs, table, targets, classes, design, design_rows, splits, stages)
+
+
+def _stages(column: pd.Series, splits: dict[str, np.ndarray], name: str, table_name: str) -> dict[str, np.ndarray]:
+    """Stage name -> rows, in the column's natural order (numbers by value); each stage needs train and val rows."""
+    values = level_strings(column).to_numpy()
+    stages = {stage: np.flatnonzero(values == stage) for stage in sorted_levels(column)}
+    for stage, rows in stages.items():
+        for split in ("train", "val"):
+            if len(np.intersect1d(rows, splits[split])) == 0:
+                raise MdnError(f"stage {stage!r} of column {name!r} has no {split!r} rows.", where=table_name,
+                               hint="give every stage training and validation rows.")
+    return stages
 
 
 def read_split_file(path, table: pd.DataFrame, id_column: str | None) -> pd.DataFrame:

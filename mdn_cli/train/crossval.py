@@ -99,6 +99,9 @@ def cross_validate(
     checkpoint. ``on_fold(i, total)`` is told when fold i starts.
     """
     run_dir = Path(run_dir)
+    if spec.data.stage_column is not None:
+        raise MdnError("a staged run (data.stage_column) is not cross-validated: its stages are trained in order, each on its own rows.",
+                       where="--folds", hint="leave out --folds, or remove data.stage_column.")
     if not resume and (is_cv_run(run_dir) or any(run_dir.glob("fold-*/checkpoints/last.pt"))):
         raise MdnError("this run directory already holds a cross-validation.", where=str(run_dir), hint="add --resume to continue it, or choose another -o.")
     table, folds, pool, test = _assignments(spec, k, group_column, repeats)

@@ -23,7 +23,8 @@ from mdn_cli.model.task import task_loss
 from mdn_cli.nn import mdn_penalty, metadata, metadata_norm_layers, penalty_parameters, penalty_pass, set_sync
 from mdn_cli.train.monitor import validate
 from mdn_cli.train.options import EarlyStopping, EpochSchedule, autocast, balanced_class_weights, grad_scaler
-from mdn_cli.train.run import Run, build_run
+from mdn_cli.train.run import Run, build_run, fit_training_gram
+from mdn_cli.train.stages import STAGES_FILE, plan, score_stages, stage_report
 from mdn_cli.train.tracking import Trackers, open_trackers
 from mdn_cli.utils import distributed
 from mdn_cli.utils.errors import MdnError
@@ -102,22 +103,42 @@ class Trainer:
         self.parent_run = parent_run  # the MLflow run of a cross-validation, whose child this run is
         self.world = distributed.world()
         self.progress = (progress if self.world.is_main else None) or (lambda *_a, **_k: None)
-        betas = penalty_parameters(run.network)
-        beta_ids = {id(p) for p in betas}
-        # frozen parameters (train.freeze) are not optimised
-        self.optimizer = _optimizer(run.spec, [p for p in run.network.parameters() if id(p) not in beta_ids and p.requires_grad])
-        self.clipped = [p for group in self.optimizer.param_groups for p in group["params"]]
+        self._new_optimizers()
         self.loss_fn = _train_loss_fn(run)
         self.forward_context = autocast(run.spec.train.precision, run.device)
-        self.schedule = EpochSchedule(self.optimizer, run.spec.train)
         self.stopping = EarlyStopping.from_spec(run.spec.train)
         self.scaler = grad_scaler(run.spec.train.precision, run.device)
-        # PMDN: the betas have their own optimiser and learning rate, as in the PMDN paper
-        self.beta_optimizer = torch.optim.Adam(betas, lr=run.spec.mdn.beta_lr) if betas else None
+        # a staged run (data.stage_column): the whole data, the stages' names, (stage, epochs done) and each finished stage's scores
+        self.full_data = run.data
+        self.stage_names = list(run.data.stages) if run.data.stages else None
+        self.stage_position = (0, 0)
+        self.stage_results: list[dict] = []
         self.history: list[dict] = []
         self.start_epoch = 1
         self.best: dict | None = None
         self.elapsed = 0.0
+
+    def _new_optimizers(self) -> None:
+        """The network's optimiser and schedule and, for PMDN, the betas' own optimiser (its paper's
+        learning rate); frozen parameters (train.freeze) are not optimised."""
+        run = self.run
+        betas = penalty_parameters(run.network)
+        beta_ids = {id(p) for p in betas}
+        self.optimizer = _optimizer(run.spec, [p for p in run.network.parameters() if id(p) not in beta_ids and p.requires_grad])
+        self.clipped = [p for group in self.optimizer.param_groups for p in group["params"]]
+        self.schedule = EpochSchedule(self.optimizer, run.spec.train)
+        self.beta_optimizer = torch.optim.Adam(betas, lr=run.spec.mdn.beta_lr) if betas else None
+
+    def _enter_stage(self, index: int, first_epoch: bool) -> None:
+        """Train on stage ``index``'s rows. Its first epoch starts fresh optimisers and schedule (as
+        R-MDN's reference does per stage) and refits batch MDN's Gram inverse on the stage's training
+        rows; the MDN state (betas, P) carries over."""
+        name = self.stage_names[index]
+        self.run.data = self.full_data.stage(name)
+        if first_epoch:
+            self.progress("message", text=f"stage {name} ({index + 1} of {len(self.stage_names)}): {len(self.run.data.splits['train'])} training rows")
+            self._new_optimizers()
+            fit_training_gram(self.run.spec, self.run.network, self.run.data, what=f"stage {name!r}: ")
 
     # -- checkpoints -------------------------------------------------------------------------
     @property
@@ -134,6 +155,7 @@ class Trainer:
             "beta_optimizer": self.beta_optimizer.state_dict() if self.beta_optimizer else None,
             "scheduler": self.schedule.state_dict() if self.schedule.active else None,
             "early_stopping": self.stopping.state_dict() if self.stopping else None,
+            "stages": {"position": list(self.stage_position), "results": self.stage_results} if self.stage_names else None,
             "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
             "rng": torch.get_rng_state(),
             "history": self.history,
@@ -168,6 +190,9 @@ class Trainer:
             self.schedule.load_state_dict(state["scheduler"])
         if self.stopping is not None:
             self.stopping.load_state_dict(state["early_stopping"])
+        if self.stage_names:
+            self.stage_position = tuple(state["stages"]["position"])
+            self.stage_results = state["stages"]["results"]
         if state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
         torch.set_rng_state(state["rng"])
@@ -193,10 +218,15 @@ class Trainer:
         trackers = (open_trackers(spec.train.loggers, self.run_dir, dump_spec(spec), spec.train.select, self.history, self.parent_run)
                     if world.is_main else Trackers([]))  # fmt: skip
         try:
-            for epoch in range(self.start_epoch, spec.train.epochs + 1):
-                if self.stopped is not None:
-                    break
-                self._epoch(model, epoch, trackers)
+            if self.stage_names is None:
+                for epoch in range(self.start_epoch, spec.train.epochs + 1):
+                    if self.stopped is not None:
+                        break
+                    self._epoch(model, epoch, trackers)
+            else:
+                for epoch, index, stage_epoch in plan(spec.train.epochs, len(self.stage_names), self.stage_position, self.start_epoch):
+                    self._enter_stage(index, first_epoch=stage_epoch == 1)
+                    self._epoch(model, epoch, trackers, (index, stage_epoch))
             summary = self.summary() if world.is_main else {}
             if world.is_main:
                 atomic_write_text(self.run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
@@ -206,13 +236,18 @@ class Trainer:
         trackers.close("FINISHED")
         return summary
 
-    def _epoch(self, model: nn.Module, epoch: int, trackers: Trackers) -> None:
-        """One epoch: train on every batch, validate, step the schedule, checkpoint, log; may stop the run early."""
+    def _epoch(self, model: nn.Module, epoch: int, trackers: Trackers, stage: tuple[int, int] | None = None) -> None:
+        """One epoch: train on every batch, validate, step the schedule, checkpoint, log; may stop the run early.
+
+        ``stage``: (stage index, epoch within it) of a staged run; after a stage's last epoch every
+        stage is scored and ``best.pt`` is that model.
+        """
         spec, data, network, world = self.run.spec, self.run.data, self.run.network, self.world
         t = spec.train
         loss_fn, forward_context = self.loss_fn, self.forward_context
         started = time.perf_counter()
-        self.progress("epoch", epoch=epoch, epochs=t.epochs, batches=math.ceil(len(data.splits["train"]) / (t.batch_size * world.size)))
+        epochs = t.epochs * (len(self.stage_names) if self.stage_names else 1)
+        self.progress("epoch", epoch=epoch, epochs=epochs, batches=math.ceil(len(data.splits["train"]) / (t.batch_size * world.size)))
         network.train()
         keep_frozen_norms_in_eval(network, t.freeze)
         lr = self.optimizer.param_groups[0]["lr"]
@@ -243,6 +278,8 @@ class Trainer:
             self.progress("batch", loss=loss_value)
         total, total_penalty, seen = distributed.all_sum([total, total_penalty, seen], self.run.device)
         metrics = {"epoch": epoch, "train_loss": total / seen}
+        if stage is not None:
+            metrics.update(stage=self.stage_names[stage[0]], stage_epoch=stage[1])
         if self.schedule.active:
             metrics["lr"] = lr
         if self.beta_optimizer is not None:
@@ -257,6 +294,11 @@ class Trainer:
             metrics["seconds"] = round(self.elapsed, 3)
             self.history.append(metrics)
             improved = self._is_better(metrics)
+            if stage is not None:
+                self.stage_position = stage
+                improved = stage[1] == t.epochs  # the model after each stage, which the matrix row scores
+                if improved:
+                    self.stage_results.append({"stage": self.stage_names[stage[0]], "epoch": epoch, "scores": score_stages(self.run, self.full_data)})
             if improved:
                 self.best = {"epoch": epoch, t.select: metrics[t.select]}
             state = self._state(epoch)
@@ -265,6 +307,8 @@ class Trainer:
                 if improved:
                     self._save(state, "best.pt")
                 atomic_write_text(self.run_dir / "metrics.jsonl", "".join(json.dumps(m) + "\n" for m in self.history))
+                if stage is not None:
+                    atomic_write_text(self.run_dir / STAGES_FILE, json.dumps(self._stage_report(), indent=2) + "\n")
             trackers.log_epoch(metrics)  # after the checkpoint: a tracker that missed it is given the epoch when the run resumes
             self.progress("epoch_end", metrics=metrics)
             if stop:
@@ -294,8 +338,11 @@ class Trainer:
             return self.best[key] is None and metrics[key] is not None
         return metrics[key] < self.best[key] if key.endswith("loss") else metrics[key] > self.best[key]
 
+    def _stage_report(self) -> dict:
+        return stage_report(self.stage_names, self.stage_results, self.run.spec.train.task, self.run.spec.train.epochs)
+
     def summary(self) -> dict:
-        spec, data = self.run.spec, self.run.data
+        spec, data = self.run.spec, self.full_data
         best_epoch = self.best["epoch"] if self.best else None
         return {
             "run_dir": str(self.run_dir),
@@ -312,6 +359,7 @@ class Trainer:
             "last": self.history[-1] if self.history else None,
             **({"init": self.run.init_report} if self.run.init_report is not None else {}),
             **({"early_stopping": self.stopping.state_dict()} if self.stopping is not None else {}),
+            **({"stages": self._stage_report()} if self.stage_names else {}),
         }
 
 

@@ -42,11 +42,16 @@ def build_run(spec: Spec, *, fine_tune: bool = True) -> Run:
     torch.manual_seed(spec.train.seed)
     network = build_network(spec, data.design.num_columns, data.design.num_preserved, data.sample_shape, data.num_outputs)
     init_report = prepare_network(spec, network) if fine_tune else None  # pretrained weights and frozen modules, before the Gram fit
-    try:
-        fit_gram(network, data.design_rows[data.splits["train"]].double(), data.design.column_names, spec.mdn.ridge)
-    except CollinearDesignError as exc:
-        raise MdnError(str(exc), where=str(spec.data.table),
-                       hint="drop one of those columns from data.metadata or mdn.preserve, merge rare categories, or set mdn.ridge (e.g. 1e-3).") from None
+    fit_training_gram(spec, network, data)
     check_precision(spec, device)
     check_loggers(spec.train.loggers)
     return Run(spec, data, network.to(device), device, init_report)
+
+
+def fit_training_gram(spec: Spec, network: torch.nn.Module, data: TrainingData, what: str = "") -> None:
+    """Fit the MDN layers' Gram inverse on ``data``'s training rows (``what`` names a stage in errors)."""
+    try:
+        fit_gram(network, data.design_rows[data.splits["train"]].double(), data.design.column_names, spec.mdn.ridge)
+    except CollinearDesignError as exc:
+        raise MdnError(f"{what}{exc}", where=str(spec.data.table),
+                       hint="drop one of those columns from data.metadata or mdn.preserve, merge rare categories, or set mdn.ridge (e.g. 1e-3).") from None

@@ -114,9 +114,12 @@ def train(
         emit(json.dumps(summary, indent=2), None)
         return
     from mdn_cli.analysis.report import RunRecord
-    from mdn_cli.cli.render import render_runs
+    from mdn_cli.cli.render import render_runs, render_stages
 
-    show(render_runs([RunRecord.from_summary(summary)], fmt.value), None)
+    record = RunRecord.from_summary(summary)
+    if "stages" in summary and fmt != OutputFormat.csv:
+        show(render_stages(record.name, summary["stages"], fmt.value), None)
+    show(render_runs([record], fmt.value), None)
 
 
 def _cross_validate(spec, output: Path, folds: int, group_column, repeats: int, resume: bool, quiet: bool, nproc: int, fmt: OutputFormat) -> None:
