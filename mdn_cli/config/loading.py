@@ -13,7 +13,7 @@ from pydantic import BaseModel, ValidationError
 
 from mdn_cli.config.issues import Problem, SpecError, SpecIssue, make_issue, suggest
 from mdn_cli.config.overrides import apply_override
-from mdn_cli.config.schema import SECTIONS, VARIANT_KEYS, Spec, cross_section_problems
+from mdn_cli.config.schema import SECTIONS, VARIANT_KEYS, Spec, cross_section_problems, staging_problems
 from mdn_cli.config.translate import translate
 from mdn_cli.config.yamlio import Dumper, Flow, Loader, node_lines, show_value, yaml_issue
 from mdn_cli.utils.errors import path_text
@@ -126,6 +126,8 @@ def load_spec(path: str | os.PathLike, overrides: Sequence[str] = (), check_file
             for error in exc.errors(include_url=False):
                 problems += translate(error, (name,))
     problems += cross_section_problems(*(_raw_list(raw, *key) for key in (("data", "metadata"), ("mdn", "preserve"), ("data", "categorical"))))
+    if "data" in sections and "train" in sections:
+        problems += staging_problems(sections["data"], sections["train"])
 
     overridden_paths = frozenset(overridden)
     issues += [make_issue(path_text(loc), message, hint, lines, overridden_paths) for loc, message, hint in problems]

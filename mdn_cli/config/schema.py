@@ -321,6 +321,14 @@ def cross_section_problems(metadata: list, preserve: list, categorical: list) ->
     return problems
 
 
+def staging_problems(data: DataSpec, train: TrainSpec) -> list[Problem]:
+    """A staged run (``data.stage_column``) trains every stage for ``train.epochs``: nothing stops it early."""
+    if data.stage_column is not None and train.early_stopping is not None:
+        return [(("train", "early_stopping"), "stops a whole run, but a staged run (data.stage_column) trains every stage for train.epochs",
+                 "remove it, or remove data.stage_column.")]
+    return []
+
+
 SECTIONS: dict[str, type[BaseModel]] = {"data": DataSpec, "model": ModelSpec, "mdn": MdnSpec, "train": TrainSpec}
 
 
@@ -340,10 +348,7 @@ class Spec(BaseModel):
 
     @model_validator(mode="after")
     def _cross_sections(self) -> Spec:
-        problems = cross_section_problems(self.data.metadata, self.mdn.preserve, self.data.categorical)
-        if self.data.stage_column is not None and self.train.early_stopping is not None:
-            problems.append((("train", "early_stopping"), "stops a whole run, but a staged run (data.stage_column) trains every stage for train.epochs",
-                             "remove it, or remove data.stage_column."))
+        problems = cross_section_problems(self.data.metadata, self.mdn.preserve, self.data.categorical) + staging_problems(self.data, self.train)
         if problems:
             raise fail(*problems)
         return self
