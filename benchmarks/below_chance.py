@@ -65,7 +65,7 @@ def main() -> None:
     run = build_run(spec)
     run.network.load_state_dict(torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)["model"])
     table = run.data.table
-    stages = sorted(table["stage"].unique())
+    stages = sorted(int(s) for s in table["stage"].unique())
 
     def accuracies() -> list[float]:
         run.network.eval()
