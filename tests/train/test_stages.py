@@ -153,3 +153,8 @@ def test_staged_spec_errors(staged_data, tmp_path):
     (tmp_path / "images.h5").symlink_to(staged_data / "images.h5")
     result = mdn("train", str(staged_spec(tmp_path, "noval.yaml")), "-o", str(tmp_path / "run"))
     assert result.returncode == 2 and "stage '1'" in result.stderr and "'val'" in result.stderr
+
+
+def test_synth_stages_are_2d(tmp_path):
+    result = mdn("synth", str(tmp_path / "v"), "--stages", "2", "--format", "nifti", "--per-group", "4")
+    assert result.returncode == 2 and "--stages" in result.stderr and not (tmp_path / "v").exists()
