@@ -362,7 +362,7 @@ def test_pmdn_penalty_pass_passes_the_whole_residual_and_averages_the_layers(rng
     first = y - x @ betas[0]  # the whole design, label part included
     np.testing.assert_allclose(out.detach().numpy(), first - x @ betas[1], atol=1e-12)
     expected = (np.sum(first**2) + np.sum((first - x @ betas[1]) ** 2)) / 2
-    np.testing.assert_allclose(float(mdn_penalty(net)), expected, rtol=1e-12)
+    np.testing.assert_allclose(float(mdn_penalty(net).detach()), expected, rtol=1e-12)
     assert not any(layer.fitting for layer in net)
     with metadata(net, t(x)):  # the second pass keeps the label part
         out = net(t(y))
