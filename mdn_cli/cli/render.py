@@ -151,16 +151,20 @@ def render_detail(record: RunRecord, fmt: str = "table"):
     if detail["stages"]:
         sections += stage_sections(detail["stages"])
     if fmt == "markdown":
-        parts = [f"## Run {record.name}"]
-        for title, rows in sections:
-            parts += [f"### {title}", "", markdown_table(rows[0], rows[1:]), ""]
-        return "\n".join(parts)
+        return f"## Run {record.name}\n" + render_sections(record.name, sections, fmt)
+    return render_sections(record.name, sections, fmt)
+
+
+def render_sections(name: str, sections: list[tuple[str, list[list[str]]]], fmt: str = "table"):
+    """Titled tables of text cells (header row first) as markdown, or as rich tables titled ``name: title``."""
+    if fmt == "markdown":
+        return "\n".join(part for title, rows in sections for part in (f"### {title}", "", markdown_table(rows[0], rows[1:]), ""))
     from rich.console import Group
 
     tables = []
     for title, rows in sections:
-        justify = ["left" if i == 0 or name in ("stratum", "value", "per epoch") else "right" for i, name in enumerate(rows[0])]
-        tables.append(rich_table(f"{record.name}: {title}", rows[0], rows[1:], justify))
+        justify = ["left" if i == 0 or column in ("stratum", "value", "per epoch") else "right" for i, column in enumerate(rows[0])]
+        tables.append(rich_table(f"{name}: {title}", rows[0], rows[1:], justify))
     return Group(*tables)
 
 
@@ -168,18 +172,6 @@ def stage_sections(stages: dict) -> list[tuple[str, list[list[str]]]]:
     """A staged run's matrices as text cells (a list of values, one per class, joined by ' / ')."""
     text = lambda value: " / ".join(cell(v) for v in value) if isinstance(value, list) else cell(value)  # noqa: E731
     return [(f"stages: {title}", [header, *[[text(value) for value in row] for row in rows]]) for title, (header, *rows) in stage_tables(stages)]
-
-
-def render_stages(name: str, stages: dict, fmt: str = "table"):
-    """`mdn train`'s closing report of a staged run: the stage matrices."""
-    sections = stage_sections(stages)
-    if fmt == "markdown":
-        return "\n\n".join(f"### {title}\n\n{markdown_table(rows[0], rows[1:])}" for title, rows in sections)
-    if fmt == "csv":
-        return "\n".join(csv_table(rows[0], rows[1:]) for _title, rows in sections)
-    from rich.console import Group
-
-    return Group(*(rich_table(f"{name}: {title}", rows[0], rows[1:], ["left"] + ["right"] * (len(rows[0]) - 1)) for title, rows in sections))
 
 
 def render_refit(result: dict, fmt: str = "table"):

@@ -114,11 +114,11 @@ def train(
         emit(json.dumps(summary, indent=2), None)
         return
     from mdn_cli.analysis.report import RunRecord
-    from mdn_cli.cli.render import render_runs, render_stages
+    from mdn_cli.cli.render import render_runs, render_sections, stage_sections
 
     record = RunRecord.from_summary(summary)
     if "stages" in summary and fmt != OutputFormat.csv:
-        show(render_stages(record.name, summary["stages"], fmt.value), None)
+        show(render_sections(record.name, stage_sections(summary["stages"]), fmt.value), None)
     show(render_runs([record], fmt.value), None)
 
 
