@@ -32,7 +32,7 @@ class _Stop(Exception):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("variant")
+    parser.add_argument("variant", help="batch, recursive or penalty, with mdn settings after a colon (recursive:process_noise=0)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--stage", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=20, help="epochs per stage")
@@ -41,6 +41,8 @@ def main() -> None:
     args = parser.parse_args()
 
     from sklearn.metrics import accuracy_score
+    from stages import staged_overrides  # benchmarks/, beside this script
+    from variants import variant_spec
 
     from mdn_cli.config import load_spec
     from mdn_cli.nn import metadata, refit_beta
@@ -48,9 +50,8 @@ def main() -> None:
     from mdn_cli.train.run import build_run
 
     data = args.out / "data"
-    overrides = [f"data.inputs={data / 'images.h5'}", f"data.table={data / 'meta.csv'}", "data.stage_column=stage", f"train.epochs={args.epochs}",
-                 f"train.batch_size={args.batch_size}", f"train.seed={args.seed}", "train.device=cpu", f"mdn.variant={args.variant}"]
-    spec = load_spec(ROOT / "sample_data" / "synthetic" / "mdn.yaml", overrides)
+    spec_file, settings = variant_spec(args.variant)
+    spec = load_spec(spec_file, [*staged_overrides(data, args.epochs, args.batch_size, args.seed), *settings])
     run_dir = args.out / f"below-chance-{args.variant}-s{args.seed}"
     shutil.rmtree(run_dir, ignore_errors=True)
 

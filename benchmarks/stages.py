@@ -30,22 +30,17 @@ import time  # noqa: E402
 from concurrent.futures import ProcessPoolExecutor  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+from variants import VARIANTS, variant_spec  # noqa: E402  (benchmarks/variants.py, beside this script)
+
 ROOT = Path(__file__).resolve().parents[1]
-SAMPLE = ROOT / "sample_data" / "synthetic"
-VARIANTS = ["baseline", "batch", "recursive", "penalty"]
 
 
 def run_one(variant: str, data: Path, epochs: int, batch_size: int, seed: int, out: Path, extra: tuple[str, ...]) -> dict:
     from mdn_cli.config import load_spec
     from mdn_cli.train.loop import train
 
-    name, *settings = variant.split(":")
-    spec_file = SAMPLE / ("baseline.yaml" if name == "baseline" else "mdn.yaml")
-    overrides = [f"data.inputs={data / 'images.h5'}", f"data.table={data / 'meta.csv'}", "data.stage_column=stage",
-                 f"train.epochs={epochs}", f"train.batch_size={batch_size}", f"train.seed={seed}", "train.device=cpu"]
-    if name != "baseline":
-        overrides += [f"mdn.variant={name}", *(f"mdn.{setting}" for setting in settings)]
-    overrides += list(extra)
+    spec_file, settings = variant_spec(variant)
+    overrides = [*staged_overrides(data, epochs, batch_size, seed), *settings, *extra]
     run_dir = out / f"{variant.replace(':', '_')}-s{seed}"
     shutil.rmtree(run_dir, ignore_errors=True)
     started = time.perf_counter()
@@ -60,6 +55,12 @@ def run_one(variant: str, data: Path, epochs: int, batch_size: int, seed: int, o
         "dcor2_label0": dcor[0], "dcor2_label1": dcor[1],
         "seconds": round(time.perf_counter() - started, 1),
     }
+
+
+def staged_overrides(data: Path, epochs: int, batch_size: int, seed: int) -> list[str]:
+    """The shipped specs on the staged data in ``data``, ``epochs`` per stage."""
+    return [f"data.inputs={data / 'images.h5'}", f"data.table={data / 'meta.csv'}", "data.stage_column=stage",
+            f"train.epochs={epochs}", f"train.batch_size={batch_size}", f"train.seed={seed}", "train.device=cpu"]
 
 
 def _mean_sd(values: list[float]) -> str:

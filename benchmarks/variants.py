@@ -38,16 +38,20 @@ SAMPLE = ROOT / "sample_data" / "synthetic"
 VARIANTS = ["baseline", "batch", "recursive", "penalty"]
 
 
+def variant_spec(variant: str) -> tuple[Path, list[str]]:
+    """The shipped spec of a variant (`baseline`, `batch`, `penalty:beta_lr=0.1`...) and its `mdn.` overrides."""
+    name, *settings = variant.split(":")
+    if name == "baseline":
+        return SAMPLE / "baseline.yaml", []
+    return SAMPLE / "mdn.yaml", [f"mdn.variant={name}", *(f"mdn.{setting}" for setting in settings)]
+
+
 def run_one(variant: str, batch_size: int, epochs: int, seed: int, out: Path, extra: list[str] = ()) -> dict:
     from mdn_cli.config import load_spec
     from mdn_cli.train.loop import train
 
-    name, *settings = variant.split(":")
-    spec_file = SAMPLE / ("baseline.yaml" if name == "baseline" else "mdn.yaml")
-    overrides = [f"train.batch_size={batch_size}", f"train.epochs={epochs}", f"train.seed={seed}", "train.device=cpu"]
-    if name != "baseline":
-        overrides += [f"mdn.variant={name}", *(f"mdn.{setting}" for setting in settings)]
-    overrides += list(extra)
+    spec_file, settings = variant_spec(variant)
+    overrides = [f"train.batch_size={batch_size}", f"train.epochs={epochs}", f"train.seed={seed}", "train.device=cpu", *settings, *extra]
     run_dir = out / f"{variant.replace(':', '_')}-b{batch_size}-s{seed}"
     shutil.rmtree(run_dir, ignore_errors=True)
     started = time.perf_counter()
@@ -60,7 +64,7 @@ def run_one(variant: str, batch_size: int, epochs: int, seed: int, out: Path, ex
         "train_penalty": last.get("train_penalty"),
         "seconds": round(time.perf_counter() - started, 1),
     }
-    if name != "baseline":
+    if settings:  # an MDN variant: its betas refitted too
         from mdn_cli.analysis.refit import refit_run
 
         after = refit_run(run_dir, "last")["after"]
