@@ -21,7 +21,7 @@ import torch
 
 from mdn_cli.data.audit import audit_features
 from mdn_cli.model.checkpoint import LoadedRun, load_run, run_spec
-from mdn_cli.model.inference import eval_batches, flat
+from mdn_cli.model.inference import eval_batches, flat, per_row
 from mdn_cli.model.rows import Source, new_source, row_splits, split_source
 from mdn_cli.model.task import predicted, scores
 from mdn_cli.stats.metrics import (
@@ -43,15 +43,15 @@ def predict(loaded: LoadedRun, source: Source, layer: Optional[str], batch_size:
     """The model's scores for every row of ``source`` (eval mode, each row's metadata) and ``layer``'s features.
 
     Scores: the probability of the second class (binary), one probability per class
-    (multiclass), the prediction (regression).
+    (multiclass), the prediction (regression). A video's are the mean of its evaluation clips'.
     """
     network, task = loaded.network, loaded.spec.train.task
     watched = {layer: network.feature_module(layer, where="--layer", target=str(loaded.run_dir))} if layer is not None else {}
     outputs, features = [], []
-    for _batch, out, captured in eval_batches(network, source.batches(batch_size or loaded.spec.train.batch_size), loaded.device, watched):
-        outputs.append(out.double().cpu())
-        features += [flat(captured[layer])] if layer is not None else []
-    return scores(task, torch.cat(outputs)).numpy(), torch.cat(features).numpy() if layer is not None else None
+    for _batch, out, captured in eval_batches(network, source.batches(batch_size or loaded.spec.train.batch_size), loaded.device, watched, source.views):
+        outputs.append(per_row(scores(task, out.double().cpu()), source.views))
+        features += [per_row(flat(captured[layer]), source.views)] if layer is not None else []
+    return torch.cat(outputs).numpy(), torch.cat(features).numpy() if layer is not None else None
 
 
 def _check_by(by: Sequence[str], table: pd.DataFrame) -> list[str]:

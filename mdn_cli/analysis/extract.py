@@ -23,20 +23,23 @@ from mdn_cli import __version__
 from mdn_cli.config import spec_hash
 from mdn_cli.data.h5 import CHUNK_BYTES, create_chunked, write_ids
 from mdn_cli.model.checkpoint import LoadedRun
-from mdn_cli.model.inference import eval_batches, flat
+from mdn_cli.model.inference import eval_batches, flat, per_row
 from mdn_cli.model.rows import Source
 from mdn_cli.nn import MetadataNormBase
 from mdn_cli.utils.errors import MdnError
 from mdn_cli.utils.fileio import atomic_path
 
 
-def meta_table(loaded: LoadedRun, source: Source) -> pd.DataFrame:
-    """The table rows matching the features: id, label, preserved and metadata columns."""
+def meta_table(loaded: LoadedRun, source: Source, per_clip: bool = False) -> pd.DataFrame:
+    """The table rows matching the features: id, label, preserved and metadata columns (with ``per_clip``, each video's row per clip, and ``clip``)."""
     spec = loaded.spec.data
     id_name = spec.id_column or "id"
     columns = [c for c in dict.fromkeys([spec.label, *loaded.design.preserve, *loaded.design.metadata]) if c in source.table.columns and c != id_name]
     out = source.table[columns].copy()
     out.insert(0, id_name, source.ids)
+    if per_clip:
+        out = out.loc[out.index.repeat(source.views)].reset_index(drop=True)
+        out.insert(1, "clip", np.tile(np.arange(source.views), len(source.ids)))
     return out
 
 
@@ -71,12 +74,15 @@ def extract(
     *,
     meta_out: str | Path | None = None,
     batch_size: int | None = None,
+    per_clip: bool = False,
     progress: Callable[[int, int], None] | None = None,
 ) -> dict:
     """Run ``source`` through the model and stream the features of ``layers`` into ``output``.
 
     One layer -> dataset ``features`` (n, d); several -> ``features/<name>``. Both files are
     written under temporary names and renamed at the end, so a failure leaves nothing behind.
+    A video's row is the mean of its evaluation clips' features; with ``per_clip`` every clip is
+    a row (its video's id, and its index in dataset ``clip``).
     """
     layers = list(dict.fromkeys(layers))
     if not layers:
@@ -85,7 +91,9 @@ def extract(
     modules = {name: network.feature_module(name) for name in layers}
     paths = _dataset_paths(layers)
     batch_size = batch_size or loaded.spec.train.batch_size
-    n = len(source.ids)
+    views = source.views
+    per_clip = per_clip and views > 1
+    n = len(source.ids) * (views if per_clip else 1)
     started = time.perf_counter()
     shapes: dict[str, list[int]] = {}
     with contextlib.ExitStack() as outputs:  # exits in reverse: both renamed only when all went well
@@ -93,10 +101,12 @@ def extract(
         meta_tmp = outputs.enter_context(atomic_path(meta_out)) if meta_out is not None else None
         with h5py.File(tmp, "w", rdcc_nbytes=8 * CHUNK_BYTES) as f:
             datasets: dict[str, h5py.Dataset] = {}
-            for (part, _x, _design), _out, captured in eval_batches(network, source.batches(batch_size), device, modules):
+            for (part, _x, _design), _out, captured in eval_batches(network, source.batches(batch_size), device, modules, views):
+                if per_clip:
+                    part = slice(part.start * views, part.stop * views)
                 for name in layers:  # streamed: nothing of past batches is kept
                     out = captured[name]
-                    rows = flat(out).numpy()
+                    rows = (flat(out) if per_clip else per_row(flat(out), views)).numpy()
                     if name not in datasets:
                         shapes[name] = list(out.shape[1:])
                         datasets[name] = create_chunked(f, paths[name], (n, rows.shape[1]), batch_size)
@@ -104,10 +114,13 @@ def extract(
                     datasets[name][part] = rows
                 if progress is not None:
                     progress(part.stop, n)
-            write_ids(f, source.ids)
+            write_ids(f, np.repeat(source.ids, views) if per_clip else source.ids)
+            if per_clip:
+                f.create_dataset("clip", data=np.tile(np.arange(views), len(source.ids)))
             f.attrs.update(_file_attrs(loaded, layers, source))
+            f.attrs["clips_per_row"] = views if per_clip else 1
         if meta_tmp is not None:
-            meta_table(loaded, source).to_csv(meta_tmp, index=False)
+            meta_table(loaded, source, per_clip).to_csv(meta_tmp, index=False)
     seconds = time.perf_counter() - started
     return {
         "output": str(output),

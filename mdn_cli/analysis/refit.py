@@ -13,6 +13,7 @@ from pathlib import Path
 
 from mdn_cli.analysis.report import REPORTED
 from mdn_cli.model.checkpoint import load_run, save_checkpoint
+from mdn_cli.model.inference import flatten_views
 from mdn_cli.nn import metadata_norm_layers, refit_beta
 from mdn_cli.train.history import flat_metrics
 from mdn_cli.train.monitor import validate
@@ -30,8 +31,9 @@ def refit_run(run_dir: str | Path, checkpoint: str = "best", device: str | None 
     before = flat_metrics(validate(run), REPORTED)
     size = loaded.spec.train.batch_size
 
-    def training_rows():
+    def training_rows():  # every evaluation clip of a video, with its video's design row
         for _rows, x, design, _y in data.batches("train", size):
+            x, design = flatten_views(x, design, data.inputs.views)
             yield x.to(run.device), design.to(run.device)
 
     rows = refit_beta(run.network, training_rows)

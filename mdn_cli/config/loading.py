@@ -145,7 +145,7 @@ def _plain(spec: Spec) -> dict[str, Any]:
     for key, owner in VARIANT_KEYS.items():
         if owner != spec.mdn.variant:
             del data["mdn"][key]
-    for key in ("inputs", "path_column", "root", "channels", "transform", "augment"):  # the other input source's keys, unset steps
+    for key in ("inputs", "path_column", "root", "channels", "transform", "augment", "clip"):  # the other input source's keys, unset steps
         if data["data"][key] in (None, []):
             del data["data"][key]
     if data["train"]["num_workers"] is None:

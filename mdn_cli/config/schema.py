@@ -27,6 +27,15 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class ClipSpec(_Section):
+    """How a video becomes samples: clips of ``frames`` frames, every ``stride``-th (``data.clips.ClipSampler``)."""
+
+    frames: int = Field(ge=1, strict=True, examples=[16])
+    stride: int = Field(1, ge=1, strict=True, examples=[2])
+    train: Literal["random", "center"] = Field("random", examples=["random"])  # where a training clip starts
+    eval_clips: int = Field(1, ge=1, strict=True, examples=[3])  # clips per video at evaluation, spread evenly; scores averaged per video
+
+
 class DataSpec(_Section):
     """Where samples come from and which table columns play which role."""
 
@@ -36,6 +45,7 @@ class DataSpec(_Section):
     channels: Literal[1, 3] | None = Field(None, examples=[1])
     transform: list[Any] = Field(default_factory=list, examples=[[{"resize": {"size": [64, 64]}}]])
     augment: list[Any] = Field(default_factory=list, examples=[[{"flip": {"axes": [1]}}]])
+    clip: ClipSpec | None = Field(None, examples=[None])  # the samples are videos (files or frame folders), read as (C, T, H, W) clips
     dataset: str = Field("x", min_length=1, examples=["x"])
     ids_dataset: str = Field("ids", min_length=1, examples=["ids"])
     table: Path = Field(examples=["meta.csv"])
@@ -71,6 +81,9 @@ class DataSpec(_Section):
                         "give an HDF5 file (`inputs: images.h5`) or the table column that names each sample's file (`path_column: path`)."))
         problems = [((key,), "is only used with data.path_column", "remove it, or read files listed in the table.")
                     for key in ("root", "channels") if getattr(self, key) is not None and self.path_column is None]
+        if self.clip is not None and self.inputs is not None and (self.clip.train != "center" or self.clip.eval_clips != 1):
+            problems.append((("clip",), "with data.inputs the clips are cut already (one per video, as `mdn pack` writes them)",
+                             "keep clip.train: center and clip.eval_clips: 1, or read the videos with data.path_column."))
         if problems:
             raise fail(*problems)
         return self

@@ -17,8 +17,10 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from mdn_cli.data.batching import batch_rows
-from mdn_cli.data.readers import SampleReadError, read_sample
+from mdn_cli.data.clips import ClipSampler
+from mdn_cli.data.readers import SampleReadError, read_sample, to_float
 from mdn_cli.data.transforms import Compose, TransformApplyError, output_shape, sample_generator
+from mdn_cli.data.video import VideoInfo, probe, read_frames
 
 
 class MissingFilesError(SampleReadError):
@@ -55,8 +57,11 @@ class FileSamples(Dataset):
     epoch from ``set_epoch``, when a pass starts, also for persistent workers; other attributes
     reach workers as they were when the workers started). ``expected_shape`` (set by
     ``check_shapes``) is the shape after ``transform``; a sample that differs raises
-    SampleShapeError with its row id when it is loaded.
+    SampleShapeError with its row id when it is loaded. ``views`` is the number of samples a row
+    gives at evaluation (1; a video's ``eval_clips``).
     """
+
+    views = 1
 
     def __init__(
         self,
@@ -88,7 +93,12 @@ class FileSamples(Dataset):
         return row, self.load(row, self.epoch, self.training)
 
     def load(self, row: int, epoch: int, training: bool) -> torch.Tensor:
-        x = self._transformed(row)
+        x = self._checked(row, self._transformed(row))
+        if training and self.augment is not None:
+            x = self._apply(self.augment, "augment", x, row, sample_generator(self.seed, epoch, row))
+        return x
+
+    def _checked(self, row: int, x: torch.Tensor) -> torch.Tensor:
         if self.expected_shape is not None and tuple(x.shape) != self.expected_shape:
             shape = tuple(x.shape)
             raise SampleShapeError(
@@ -98,8 +108,6 @@ class FileSamples(Dataset):
                 path=self.paths[row],
                 row_id=self.ids[row],
             )
-        if training and self.augment is not None:
-            x = self._apply(self.augment, "augment", x, row, sample_generator(self.seed, epoch, row))
         return x
 
     def _transformed(self, row: int) -> torch.Tensor:
@@ -116,9 +124,61 @@ class FileSamples(Dataset):
             raise SampleTransformError(exc, transforms=transforms, path=self.paths[row], row_id=self.ids[row]) from exc
 
 
-def check_files(paths: Sequence[str | Path], ids: Sequence, limit: int = 10) -> None:
-    """MissingFilesError listing every missing file with its row id (the first ``limit`` in the message)."""
-    missing = [(row_id.item() if isinstance(row_id, np.generic) else row_id, str(path)) for path, row_id in zip(paths, ids) if not Path(path).is_file()]
+class VideoSamples(FileSamples):
+    """One video per row (a video file or a folder of frames), read as (C, T, H, W) clips (``clips.ClipSampler``).
+
+    Training gives one clip per row and epoch, its start drawn first from ``sample_generator(seed,
+    epoch, row)`` (``train: random``), the augmentation then drawing from the same generator;
+    evaluation gives the ``eval_clips`` evenly spread clips, stacked as (K, C, T, H, W) when K > 1.
+    ``transform`` and ``augment`` must be built with ``clips=True``. Frame counts are probed once
+    per process.
+    """
+
+    def __init__(self, paths: Sequence[str | Path], ids: Sequence, clips: ClipSampler, channels: int | None = None,
+                 transform: Compose | None = None, augment: Compose | None = None, seed: int = 0, training: bool = False):
+        super().__init__(paths, ids, channels, transform, augment, seed, training)
+        self.clips = clips
+        self._info: dict[int, VideoInfo] = {}
+
+    @property
+    def views(self) -> int:
+        return self.clips.eval_clips
+
+    def info(self, row: int) -> VideoInfo:
+        if row not in self._info:
+            try:
+                self._info[row] = probe(self.paths[row])
+            except SampleReadError as exc:
+                raise exc.for_row(self.ids[row]) from None
+        return self._info[row]
+
+    def raw_clip(self, row: int, start: int | None = None):
+        """The uint8 (C, T, H, W) clip from ``start`` (default: the centre clip), as decoded."""
+        frames = self.info(row).frames
+        start = self.clips.center_start(frames) if start is None else start
+        try:
+            return read_frames(self.paths[row], self.clips.indices(frames, start), self.channels)
+        except SampleReadError as exc:
+            raise exc.for_row(self.ids[row]) from None
+
+    def _transformed(self, row: int, start: int | None = None) -> torch.Tensor:
+        x = to_float(self.raw_clip(row, start))
+        return x if self.transform is None else self._apply(self.transform, "transform", x, row, None)
+
+    def load(self, row: int, epoch: int, training: bool) -> torch.Tensor:
+        frames = self.info(row).frames
+        if not training:
+            clips = [self._checked(row, self._transformed(row, start)) for start in self.clips.eval_starts(frames)]
+            return torch.stack(clips) if len(clips) > 1 else clips[0]
+        generator = sample_generator(self.seed, epoch, row)
+        x = self._checked(row, self._transformed(row, self.clips.train_start(frames, generator)))
+        return x if self.augment is None else self._apply(self.augment, "augment", x, row, generator)
+
+
+def check_files(paths: Sequence[str | Path], ids: Sequence, limit: int = 10, folders: bool = False) -> None:
+    """MissingFilesError listing every missing file (or folder, with ``folders``) with its row id (the first ``limit`` in the message)."""
+    exists = os.path.exists if folders else os.path.isfile
+    missing = [(row_id.item() if isinstance(row_id, np.generic) else row_id, str(path)) for path, row_id in zip(paths, ids) if not exists(path)]
     if missing:
         raise MissingFilesError(missing, total=len(paths), limit=limit)
 

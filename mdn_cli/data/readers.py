@@ -174,6 +174,15 @@ def _match_channels(array: np.ndarray, channels: int | None, path: str | Path) -
     raise SampleReadError(f"has {array.shape[0]} channels; {channels} were asked for.", path=path, hint="only a single channel can be repeated; convert the file or change the channel count.")
 
 
+def file_names(ids) -> list[str]:
+    """The ids as file names, refused unless distinct and safe (letters, digits, . _ -)."""
+    names = [str(value) for value in ids]
+    bad = [name for name in names if not FILE_NAME.fullmatch(name) or name in (".", "..")]
+    if bad or len(set(names)) != len(names):
+        raise ValueError(f"ids must be distinct and safe as file names (letters, digits, . _ -); e.g. {bad[:3] or 'duplicates'}")
+    return names
+
+
 def write_image_study(out_dir: str | Path, images: np.ndarray, table: pd.DataFrame, fmt: str, id_column: str = "id") -> pd.DataFrame:
     """One file per row in ``out_dir/files/<id>.png|.nii.gz``; the table with a ``path`` column (relative to out_dir).
 
@@ -190,10 +199,7 @@ def write_image_study(out_dir: str | Path, images: np.ndarray, table: pd.DataFra
         raise ValueError(f"{fmt} needs images of shape (n, C, {'H, W' if spatial == 2 else 'X, Y, Z'}) with n = {len(table)} table rows; got {images.shape}")
     if fmt == "png" and images.shape[1] not in (1, 3):
         raise ValueError(f"PNG stores 1 or 3 channels; the images have {images.shape[1]}")
-    names = [str(value) for value in table[id_column]]
-    bad = [name for name in names if not FILE_NAME.fullmatch(name) or name in (".", "..")]
-    if bad or len(set(names)) != len(names):
-        raise ValueError(f"ids must be distinct and safe as file names (letters, digits, . _ -); e.g. {bad[:3] or 'duplicates'}")
+    names = file_names(table[id_column])
     files = Path(out_dir) / "files"
     files.mkdir(parents=True, exist_ok=True)
     suffix = ".png" if fmt == "png" else ".nii.gz"

@@ -17,16 +17,19 @@ import pandas as pd
 import torch
 from torch.utils.data import Sampler
 
+from mdn_cli.data.clips import ClipSampler
 from mdn_cli.data.file_dataset import (
     FileLoader,
     FileSamples,
     SampleBatches,
     SampleTransformError,
+    VideoSamples,
     check_files,
     check_shapes,
 )
 from mdn_cli.data.h5 import H5Rows
 from mdn_cli.data.readers import SUPPORTED_EXTENSIONS, SampleReadError, extension_of
+from mdn_cli.data.video import VIDEO_EXTENSIONS
 from mdn_cli.data.transforms import (
     Compose,
     TransformApplyError,
@@ -54,6 +57,8 @@ class H5Provider:
 
     Without steps the tensor is ``take``'s, untouched (the shipped HDF5 runs keep their numbers).
     """
+
+    views = 1  # samples per row at evaluation
 
     def __init__(self, rows: H5Rows, transform: Compose, augment: Compose, seed: int):
         self.rows, self.transform, self.augment, self.seed = rows, transform, augment, seed
@@ -110,6 +115,7 @@ class FileProvider:
     def __init__(self, samples: FileSamples, num_workers: int = 0, pin_memory: bool = False):
         self.samples, self.num_workers, self.pin_memory = samples, num_workers, pin_memory
         self.sample_shape = samples.expected_shape
+        self.views = samples.views  # samples per row at evaluation (a video's clips)
         self._sampler = _GivenBatches()
         self._loader: FileLoader | None = None
 
@@ -130,7 +136,7 @@ class FileProvider:
         loaded = iter(self._loader)
         for rows in batches:
             if not len(rows):
-                yield torch.zeros(0, *self.sample_shape)
+                yield torch.zeros(0, *([self.views] if epoch is None and self.views > 1 else []), *self.sample_shape)
                 continue
             try:
                 _rows, x = next(loaded)
@@ -140,8 +146,9 @@ class FileProvider:
 
 
 def file_samples(table: pd.DataFrame, path_column: str, folder: str, ids: Sequence, table_name: str, *, channels: int | None,
-                 transform: Compose, augment: Compose, seed: int) -> FileSamples:
-    """FileSamples for a table's path column (relative paths from ``folder``), every file checked to exist."""
+                 transform: Compose, augment: Compose, seed: int, clips: ClipSampler | None = None) -> FileSamples:
+    """FileSamples for a table's path column (relative paths from ``folder``), every file checked to exist;
+    VideoSamples with ``clips`` (video files or frame folders, the transforms built with ``clips=True``)."""
     if path_column not in table.columns:
         raise MdnError(f"no path column {path_column!r}.", where=table_name, hint=f"columns are: {listing(list(table.columns), 12)}.")
     values = table[path_column]
@@ -150,17 +157,24 @@ def file_samples(table: pd.DataFrame, path_column: str, folder: str, ids: Sequen
         raise MdnError(f"path column {path_column!r} is empty in {len(empty)} row(s) (ids/rows {listing([ids[i] for i in empty])}).", where=table_name,
                        hint="every row needs its sample's file.")
     paths = [os.path.normpath(os.path.join(folder, os.path.expanduser(str(value)))) for value in values]
-    unknown = [(ids[i], path) for i, path in enumerate(paths) if extension_of(path) not in SUPPORTED_EXTENSIONS]
+    if clips is None:
+        unknown = [(ids[i], path) for i, path in enumerate(paths) if extension_of(path) not in SUPPORTED_EXTENSIONS]
+        supported = f"supported extensions: {', '.join(SUPPORTED_EXTENSIONS)}" + (" (for videos, set data.clip)" if any(extension_of(p) in VIDEO_EXTENSIONS for _, p in unknown) else "")
+    else:
+        unknown = [(ids[i], path) for i, path in enumerate(paths) if extension_of(path) not in VIDEO_EXTENSIONS and not os.path.isdir(path) and os.path.exists(path)]
+        supported = f"with data.clip every path is a video ({', '.join(VIDEO_EXTENSIONS)}) or a folder of frames"
     if unknown:
         shown = "; ".join(f"row id {row_id}: {path}" for row_id, path in unknown[:10])
         raise MdnError(f"{len(unknown)} of {len(paths)} sample files have an unsupported type: {shown}" + ("; ..." if len(unknown) > 10 else "") + ".",
-                       where=f"{table_name}, column {path_column!r}", hint=f"supported extensions: {', '.join(SUPPORTED_EXTENSIONS)}.")
+                       where=f"{table_name}, column {path_column!r}", hint=f"{supported}.")
     try:
-        check_files(paths, ids)
+        check_files(paths, ids, folders=clips is not None)
     except SampleReadError as exc:
         raise MdnError(exc.message, where=f"{table_name}, column {path_column!r}", hint=f"{exc.hint} Paths are relative to {folder}.") from None
-    return FileSamples(paths, ids, channels=channels, transform=transform if len(transform) else None,
-                       augment=augment if len(augment) else None, seed=seed)
+    steps = {"transform": transform if len(transform) else None, "augment": augment if len(augment) else None}
+    if clips is not None:
+        return VideoSamples(paths, ids, clips, channels=channels, seed=seed, **steps)
+    return FileSamples(paths, ids, channels=channels, seed=seed, **steps)
 
 
 def checked_shape(samples: FileSamples, splits: dict[str, np.ndarray]) -> tuple[int, ...]:

@@ -33,7 +33,7 @@ def gaussian_bump(size: int = QUADRANT, sigma: float = QUADRANT / 6) -> np.ndarr
 
 @dataclass
 class SyntheticSet:
-    images: np.ndarray  # (n, 1, 32, 32) float32
+    images: np.ndarray  # (n, 1, 32, 32) float32; volumes (n, 1, 32, 32, 32); videos (n, 1, T, 32, 32)
     table: pd.DataFrame  # id, label, cf, mf, split
 
 
@@ -59,13 +59,7 @@ def make_synthetic(per_group: int, seed: int | Sequence[int] = 0, lows: tuple[fl
     images[:, 0, q:, :q] = cf[:, None, None] * bump  # bottom-left
     images += rng.normal(0.0, NOISE_STD, images.shape).astype(np.float32)
 
-    order = rng.permutation(2 * per_group)
-    bounds = np.cumsum([0] + [round(f * len(order)) for f in SPLIT_FRACTIONS.values()])
-    bounds[-1] = len(order)
-    split = np.empty(len(order), dtype=object)
-    for name, start, stop in zip(SPLIT_FRACTIONS, bounds[:-1], bounds[1:]):
-        split[order[start:stop]] = name
-    table = pd.DataFrame({"id": np.arange(2 * per_group), "label": label, "cf": cf.round(6), "mf": mf.round(6), "split": split})
+    table = pd.DataFrame({"id": np.arange(2 * per_group), "label": label, "cf": cf.round(6), "mf": mf.round(6), "split": _splits(2 * per_group, rng)})
     return SyntheticSet(images, table)
 
 
@@ -104,6 +98,51 @@ def make_synthetic_3d(per_group: int, seed: int = 0) -> SyntheticSet:
     volumes[:, 0, q:, q:, q:] += mf[:, None, None, None] * bump
     volumes[:, 0, q:, :q, :q] += cf[:, None, None, None] * bump
     return SyntheticSet(volumes, table)
+
+
+def _splits(n: int, rng: np.random.Generator) -> np.ndarray:
+    order = rng.permutation(n)
+    bounds = np.cumsum([0] + [round(f * n) for f in SPLIT_FRACTIONS.values()])
+    bounds[-1] = n
+    split = np.empty(n, dtype=object)
+    for name, start, stop in zip(SPLIT_FRACTIONS, bounds[:-1], bounds[1:]):
+        split[order[start:stop]] = name
+    return split
+
+
+def make_synthetic_video(per_group: int, seed: int = 0, frames: int = 24, size: int = SIZE) -> SyntheticSet:
+    """The synthetic idea in motion: videos (n, 1, T, H, W) in [0, 1] whose label is a direction of motion.
+
+    A Gaussian blob (sigma 2.5 px, peak 0.45) crosses the frame horizontally (wrapping at the
+    edges) at a signed speed of ``(mf - 3.75) / 2`` px per frame: group 0 draws the main factor
+    ``mf`` from U(1, 4) (mostly leftwards), group 1 from U(3.5, 6.5) (mostly rightwards), so the
+    slowest videos of the two groups overlap. The scene's lighting, a uniform background of
+    ``0.08 cf``, is the confounder: group 0 draws ``cf`` from U(1, 4), group 1 from U(3, 6), as in the
+    image set; one frame shows it, only several show the direction. ``shake`` (U(0, 2), both groups)
+    is a nuisance: each frame is shifted by a random whole number of pixels up to it, in both axes.
+    Frame noise N(0, 0.01). Splits 60/20/20.
+    """
+    rng = np.random.default_rng([seed, 7])
+    n = 2 * per_group
+    label = np.repeat([0, 1], per_group)
+    mf = np.where(label == 0, 1.0, 3.5) + 3.0 * rng.random(n)
+    cf = np.where(label == 0, 1.0, 3.0) + 3.0 * rng.random(n)
+    shake = 2.0 * rng.random(n)
+    speed = (mf - 3.75) / 2
+    x0, y0 = rng.random(n) * size, size / 4 + rng.random(n) * size / 2
+    grid = np.arange(size)
+    videos = np.empty((n, 1, frames, size, size), dtype=np.float32)
+    for i in range(n):
+        for t in range(frames):
+            dx = (grid - (x0[i] + speed[i] * t) + size / 2) % size - size / 2  # wrapped distance
+            dy = grid - y0[i]
+            frame = 0.08 * cf[i] + 0.45 * np.exp(-(dy[:, None] ** 2 + dx[None, :] ** 2) / (2 * 2.5**2))
+            jitter = np.round(rng.uniform(-shake[i], shake[i], 2)).astype(int)
+            videos[i, 0, t] = np.roll(frame, tuple(jitter), axis=(0, 1))
+    videos += rng.normal(0.0, NOISE_STD, videos.shape).astype(np.float32)
+    np.clip(videos, 0.0, 1.0, out=videos)
+    table = pd.DataFrame({"id": np.arange(n), "label": label, "cf": cf.round(6), "mf": mf.round(6), "shake": shake.round(6), "split": _splits(n, rng)})
+    return SyntheticSet(videos, table)
 
 
 def write_dataset(out_dir: str | Path, inputs: np.ndarray, table: pd.DataFrame, ids_column: str = "id") -> tuple[Path, Path]:

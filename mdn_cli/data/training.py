@@ -14,6 +14,7 @@ import pandas as pd
 import torch
 
 from mdn_cli.data.batching import batch_rows
+from mdn_cli.data.clips import ClipSampler
 from mdn_cli.data.design import DesignMatrix, level_strings, sorted_levels
 from mdn_cli.data.file_dataset import default_num_workers
 from mdn_cli.data.h5 import H5Rows, read_ids
@@ -66,7 +67,8 @@ class TrainingData:
 def load_training_data(spec, seed: int, pin_memory: bool = False) -> TrainingData:
     """The spec's data, checked; file inputs are checked to exist and, on each split's first file, to decode to one shape."""
     d = spec.data
-    transform, augment = Compose.from_spec(d.transform), Compose.from_spec(d.augment)
+    clips = d.clip is not None  # the samples are (C, T, H, W) clips: the transforms act on H and W
+    transform, augment = Compose.from_spec(d.transform, clips), Compose.from_spec(d.augment, clips)
     table = read_table(d.table, d.id_column)
     if d.path_column is None:
         h5 = H5Rows(d.inputs, d.dataset)
@@ -77,7 +79,8 @@ def load_training_data(spec, seed: int, pin_memory: bool = False) -> TrainingDat
             table = align_table(table, table[d.id_column].to_numpy() if d.id_column in table.columns else None, d.id_column, len(table), d.table, "the table")
         ids = table[d.id_column].to_numpy() if d.id_column else np.arange(len(table))
         samples = file_samples(table, d.path_column, str(d.root or Path(d.table).parent), ids, str(d.table),
-                               channels=d.channels, transform=transform, augment=augment, seed=spec.train.seed)
+                               channels=d.channels, transform=transform, augment=augment, seed=spec.train.seed,
+                               clips=ClipSampler.from_spec(d.clip) if d.path_column is not None and clips else None)
     used = [d.label, *d.metadata, *spec.mdn.preserve] + [c for c in (d.split_column, d.stage_column) if c]
     for column in dict.fromkeys(used):
         if column not in table.columns:

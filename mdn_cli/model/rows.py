@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from mdn_cli.data.clips import ClipSampler
 from mdn_cli.data.design import apply_design
 from mdn_cli.data.file_dataset import default_num_workers
 from mdn_cli.data.h5 import open_h5_dataset, read_ids
@@ -30,12 +31,16 @@ SPLIT_CHOICES = ("train", "val", "test", "all")
 
 @dataclass
 class Source:
-    """Rows to run through the model, in output order: ids, their table rows, a batch iterator."""
+    """Rows to run through the model, in output order: ids, their table rows, a batch iterator.
+
+    ``views``: samples per row in a batch's inputs, (n, views, ...) when more than one (a video's evaluation clips).
+    """
 
     description: str
     ids: np.ndarray
     table: pd.DataFrame
     batches: Callable[[int], Iterator[tuple[slice, torch.Tensor, torch.Tensor]]]
+    views: int = 1
 
 
 def split_source(loaded: LoadedRun, split: str) -> Source:
@@ -54,7 +59,7 @@ def split_source(loaded: LoadedRun, split: str) -> Source:
     else:
         file_ids = read_ids(spec.inputs, spec.ids_dataset) if spec.id_column else None
         ids = file_ids[rows] if file_ids is not None else rows.copy()  # the inputs' own ids, in their dtype
-    return Source(f"split={split}", ids, table, _provider_batches(data.inputs, rows, design_rows))
+    return Source(f"split={split}", ids, table, _provider_batches(data.inputs, rows, design_rows), data.inputs.views)
 
 
 def _provider_batches(provider: H5Provider | FileProvider, rows: np.ndarray, design_rows: np.ndarray):
@@ -95,7 +100,8 @@ def table_source(loaded: LoadedRun, table_path: str | Path) -> Source:
     ids = table[id_column].to_numpy() if id_column else np.arange(len(table))
     folder = Path.cwd() if str(table_path) == "-" else Path(table_path).resolve().parent
     samples = file_samples(table, spec.path_column, str(folder), ids, str(table_path), channels=spec.channels,
-                           transform=Compose.from_spec(spec.transform), augment=Compose(()), seed=loaded.spec.train.seed)
+                           transform=Compose.from_spec(spec.transform, spec.clip is not None), augment=Compose(()), seed=loaded.spec.train.seed,
+                           clips=None if spec.clip is None else ClipSampler.from_spec(spec.clip))
     rows = np.arange(len(table))
     shape = checked_shape(samples, {"all": rows})
     if shape != loaded.sample_shape:
@@ -103,7 +109,7 @@ def table_source(loaded: LoadedRun, table_path: str | Path) -> Source:
                        where=str(table_path), hint="new files must look like the training files.")
     workers = default_num_workers() if loaded.spec.train.num_workers is None else loaded.spec.train.num_workers
     design_rows = apply_design(loaded.design, table, str(table_path)).astype(np.float32)
-    return Source(str(table_path), ids, table, _provider_batches(FileProvider(samples, workers), rows, design_rows))
+    return Source(str(table_path), ids, table, _provider_batches(FileProvider(samples, workers), rows, design_rows), samples.views)
 
 
 def file_source(loaded: LoadedRun, inputs: str | Path, table_path: str | Path, id_column: str | None = None) -> Source:

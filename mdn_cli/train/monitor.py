@@ -11,28 +11,34 @@ import numpy as np
 import torch
 
 from mdn_cli.data.audit import audit_features
-from mdn_cli.model.inference import eval_batches, flat
+from mdn_cli.model.inference import eval_batches, flat, per_row
 from mdn_cli.model.task import scores, task_loss
 from mdn_cli.stats.metrics import overall_metrics
 from mdn_cli.train.run import Run
 
 
 def split_metrics(run: Run, split: str, capture: str | None = None, batch_size: int | None = None) -> tuple[dict, np.ndarray | None]:
-    """Loss (and accuracy, balanced accuracy, AUC) on a split in eval mode; the features of layer ``capture`` if given."""
+    """Loss (and accuracy, balanced accuracy, AUC) on a split in eval mode; the features of layer ``capture`` if given.
+
+    For videos with several evaluation clips the loss is the mean over clips (what training
+    minimises); the metrics and features are per video, from the mean of its clips' scores and features.
+    """
     network, task = run.network, run.spec.train.task
     loss_fn = task_loss(task)
     watched = {capture: network.feature_module(capture)} if capture is not None else {}
+    views = run.data.inputs.views
     total_loss, n = 0.0, 0
     outputs: list[torch.Tensor] = []
     features: list[torch.Tensor] = []
-    for (_rows, _x, _design, y), out, captured in eval_batches(network, run.data.batches(split, batch_size or run.spec.train.batch_size), run.device, watched):
-        total_loss += float(loss_fn(out, y.to(run.device))) * len(y)
-        n += len(y)
-        outputs.append(out.detach().double().cpu())
-        features += [flat(captured[capture])] if capture is not None else []
+    batches = run.data.batches(split, batch_size or run.spec.train.batch_size)
+    for (_rows, _x, _design, y), out, captured in eval_batches(network, batches, run.device, watched, views):
+        total_loss += float(loss_fn(out, y.repeat_interleave(views).to(run.device))) * len(out)
+        n += len(out)
+        outputs.append(per_row(scores(task, out.detach().double().cpu()), views))
+        features += [per_row(flat(captured[capture]), views)] if capture is not None else []
     metrics = {f"{split}_loss": total_loss / n}
     if task != "regression":
-        values = overall_metrics(task, run.data.targets[run.data.splits[split]].long().numpy(), scores(task, torch.cat(outputs)).numpy()).values
+        values = overall_metrics(task, run.data.targets[run.data.splits[split]].long().numpy(), torch.cat(outputs).numpy()).values
         metrics[f"{split}_acc"] = values["accuracy"]
         metrics[f"{split}_balanced_acc"] = values["balanced_accuracy"]
         if task == "binary":

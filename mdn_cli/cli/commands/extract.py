@@ -27,6 +27,7 @@ def extract(
     table: Optional[str] = typer.Option(None, "--table", help="The table of --inputs (.csv, .tsv or .parquet with the spec's metadata columns; - for CSV on stdin). Alone for a run that reads files: the table names them in the spec's path column."),
     meta_out: Optional[Path] = typer.Option(None, "--meta-out", help="Also write the matching table rows (id, label, metadata) as CSV."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Rows per forward pass (default: the spec's)."),
+    per_clip: bool = typer.Option(False, "--per-clip", help="Videos: one row per evaluation clip (with a `clip` column), not the mean of a video's clips."),
     device: Optional[Device] = typer.Option(None, "--device", help="Where the model runs (default: the spec's train.device)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
     fmt: OutputFormat = typer.Option(OutputFormat.table, "--format", help="Format of the summary on stdout."),
@@ -36,6 +37,8 @@ def extract(
     MDN layers run in eval mode with their running beta and each row's metadata, as in the
     paper. The file is self-describing (layer, run, checkpoint, spec hash, split, tool version)
     and written under a temporary name, then renamed. With --meta-out, `mdn audit` takes the pair.
+    A video's row is the mean of its evaluation clips' features (data.clip.eval_clips); --per-clip
+    writes every clip.
 
     Example: mdn extract runs/mdn --layer fc1 --split val -o fc1.h5 --meta-out fc1.csv
     Example: mdn extract runs/png --layer fc1 --table new.csv -o new_fc1.h5   (a run that reads files)
@@ -50,5 +53,5 @@ def extract(
     source = new_source(loaded, inputs, table) or split_source(loaded, split)
     progress = row_progress(quiet, "extract")
     with progress as advance:
-        result = run_extract(loaded, layer, source, output, meta_out=meta_out, batch_size=batch_size, progress=advance)
+        result = run_extract(loaded, layer, source, output, meta_out=meta_out, batch_size=batch_size, per_clip=per_clip, progress=advance)
     show_summary(result, fmt, f"wrote {output}")

@@ -16,14 +16,17 @@ class Compose:
 
     Random steps need the generator (FileSamples passes ``sample_generator(seed, epoch, row)``);
     deterministic ones ignore it. A step that cannot apply raises TransformApplyError with its index.
+    With ``clips`` the samples are video clips (C, T, H, W): spatial steps act on H and W, the same
+    for every frame (one random draw per clip; time is not resampled), and value steps see the
+    channels as they are (``normalize``'s per-channel numbers, ``zscore`` over the clip).
     """
 
-    def __init__(self, steps: Sequence[Step]):
-        self.steps = tuple(steps)
+    def __init__(self, steps: Sequence[Step], clips: bool = False):
+        self.steps, self.clips = tuple(steps), clips
 
     @classmethod
-    def from_spec(cls, raw: Any) -> Compose:
-        return cls(parse_steps(raw))
+    def from_spec(cls, raw: Any, clips: bool = False) -> Compose:
+        return cls(parse_steps(raw), clips)
 
     @property
     def is_random(self) -> bool:
@@ -40,24 +43,41 @@ class Compose:
             raise ValueError("these transforms are random and need a generator (sample_generator(seed, epoch, row)).")
         for index, step in enumerate(self.steps):
             try:
-                x = step(x, generator)
+                x = _on_clip(step, x, lambda flat: step(flat, generator)) if self.clips else step(x, generator)
             except TransformApplyError as exc:
                 raise exc.at(index, step.name) from None
         return x
 
     def __repr__(self) -> str:
-        return f"Compose({list(self.steps)!r})"
+        return f"Compose({list(self.steps)!r}{', clips=True' if self.clips else ''})"
 
 
 def output_shape(steps: Sequence[Step], input_shape: Sequence[int]) -> tuple[int, ...]:
     """The shape the steps make of ``input_shape`` (random steps too: their shapes are fixed), or TransformApplyError."""
     shape = tuple(input_shape)
+    clips = getattr(steps, "clips", False)
     for index, step in enumerate(steps):
         try:
-            shape = step.output_shape(shape)
+            shape = tuple(_on_clip(step, shape, step.output_shape, shape_only=True)) if clips else step.output_shape(shape)
         except TransformApplyError as exc:
             raise exc.at(index, step.name) from None
     return shape
+
+
+def _on_clip(step: Step, x, apply, shape_only: bool = False):
+    """``apply`` to a clip (C, T, H, W) seen as one image of C*T channels (spatial steps) or as (C, T*H, W) (value steps)."""
+    shape = tuple(x) if shape_only else tuple(x.shape)
+    if len(shape) != 4:
+        raise TransformApplyError(f"needs a (C, T, H, W) clip; got shape {shape}.")
+    c, t, h, w = shape
+    flat = (c * t, h, w) if step.spatial else (c, t * h, w)
+    try:
+        out = apply(flat if shape_only else x.reshape(flat))
+    except TransformApplyError as exc:
+        raise TransformApplyError(exc.message, hint="on clips (C, T, H, W), spatial steps act on H and W of every frame: sizes have 2 values, flip axes are 0 (H) and 1 (W).") from None
+    out_shape = tuple(out) if shape_only else tuple(out.shape)
+    new = (c, t, *out_shape[1:]) if step.spatial else shape
+    return new if shape_only else out.reshape(new)
 
 
 def needs_float(steps: Sequence[Step]) -> bool:

@@ -54,6 +54,7 @@ class Step:
     OPTIONS: ClassVar[dict[str, tuple[Callable[[Any], Any], Any]]]
     random: ClassVar[bool] = False
     size_key: ClassVar[str | None] = None  # the option that fixes the number of spatial dims, if any
+    spatial: ClassVar[bool] = False  # moves or resamples positions (on a clip: H and W of every frame alike); else maps values
 
     @property
     def keeps_values(self) -> bool:
@@ -84,6 +85,7 @@ class Resize(Step):
     mode: str | None = None
     name: ClassVar[str] = "resize"
     OPTIONS: ClassVar = {"size": (options.spatial_size("size"), options.REQUIRED), "mode": (options.one_of("bilinear", "trilinear", "nearest"), None)}
+    spatial: ClassVar[bool] = True
     size_key: ClassVar[str] = "size"
 
     @property
@@ -124,6 +126,7 @@ class CenterCrop(Step):
     size: int | tuple[int, ...]
     name: ClassVar[str] = "center_crop"
     OPTIONS: ClassVar = {"size": (options.spatial_size("size"), options.REQUIRED)}
+    spatial: ClassVar[bool] = True
     size_key: ClassVar[str] = "size"
 
     keeps_values: ClassVar[bool] = True
@@ -151,6 +154,7 @@ class RandomCrop(Step):
     padding: int = 0
     name: ClassVar[str] = "random_crop"
     OPTIONS: ClassVar = {"size": (options.spatial_size("size"), options.REQUIRED), "padding": (options.non_negative_int, 0)}
+    spatial: ClassVar[bool] = True
     random: ClassVar[bool] = True
     size_key: ClassVar[str] = "size"
 
@@ -181,6 +185,7 @@ class PadOrCrop(Step):
     shape: int | tuple[int, ...]
     name: ClassVar[str] = "pad_or_crop"
     OPTIONS: ClassVar = {"shape": (options.spatial_size("shape"), options.REQUIRED)}
+    spatial: ClassVar[bool] = True
     size_key: ClassVar[str] = "shape"
 
     keeps_values: ClassVar[bool] = True
@@ -211,6 +216,7 @@ class Flip(Step):
     p: float = 0.5
     name: ClassVar[str] = "flip"
     OPTIONS: ClassVar = {"axes": (options.axes, options.REQUIRED), "p": (options.probability, 0.5)}
+    spatial: ClassVar[bool] = True
     random: ClassVar[bool] = True
 
     keeps_values: ClassVar[bool] = True
