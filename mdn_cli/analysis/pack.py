@@ -3,7 +3,9 @@
 Decoding dominates reading files (benchmarks/README.md: packed HDF5 rows are 2-5x faster), so a
 study read for many epochs can be packed: every file is read once and ``data.transform`` applied,
 into ``DIR/inputs.h5`` (``x`` and ``ids``) beside ``DIR/spec.yaml``, the same spec reading the
-packed file (``augment`` kept: it is drawn per epoch). When the transforms only move or select
+packed file (``augment`` kept: it is drawn per epoch). A video is packed as its centre clip
+(C, T, H, W), with the clip settings as attributes of ``x`` and in the new spec's ``data.clip``
+(train: center, eval_clips: 1). When the transforms only move or select
 values (``transforms.needs_float`` is False) 8- and 16-bit samples stay integers, with an ``x``
 attribute ``divisor`` that ``H5Rows`` divides by exactly as the file reader does: training on the
 packed spec gives the same numbers as training on the files.
@@ -23,13 +25,15 @@ import torch
 from mdn_cli.config import Spec, dump_spec
 from mdn_cli.data.file_dataset import FileSamples, SampleTransformError
 from mdn_cli.data.h5 import CHUNK_BYTES, DIVISOR_ATTR, write_ids
-from mdn_cli.data.readers import SampleReadError, read_raw
+from mdn_cli.data.readers import SampleReadError
 from mdn_cli.data.rows import sample_error
 from mdn_cli.data.training import load_training_data
 from mdn_cli.data.transforms import Compose, TransformApplyError, needs_float
 from mdn_cli.utils.errors import MdnError
 
 DIVISORS = {np.dtype(np.uint8): 255, np.dtype(np.uint16): 65535}  # readers.to_float's
+CLIP_NOTE = ("each video is packed as its centre clip: random training starts (clip.train: random) and several evaluation clips "
+             "(clip.eval_clips) do not carry over; train on the videos for those.")
 
 
 def pack(spec: Spec, out_dir: str | Path, progress: Callable[[int, int], None] | None = None) -> dict:
@@ -43,9 +47,9 @@ def pack(spec: Spec, out_dir: str | Path, progress: Callable[[int, int], None] |
         raise MdnError("already exists and is not an empty folder.", where=str(out_dir), hint="choose a new output folder.")
     data = load_training_data(spec, spec.train.seed)  # every file exists, the first of each split decodes, one shape
     samples = data.inputs.samples
-    transform = Compose.from_spec(d.transform)
+    transform = Compose.from_spec(d.transform, clips=d.clip is not None)
     n, shape = len(samples), data.sample_shape
-    first = read_raw(samples.paths[0], samples.channels)
+    first = _raw(samples, 0)
     integer = first.dtype in DIVISORS and not needs_float(transform)
     dtype = first.dtype if integer else np.dtype(np.float32)
 
@@ -58,15 +62,20 @@ def pack(spec: Spec, out_dir: str | Path, progress: Callable[[int, int], None] |
                                  compression="gzip", compression_opts=4, shuffle=True)
             if integer:
                 x.attrs[DIVISOR_ATTR] = DIVISORS[dtype]
+            if d.clip is not None:
+                x.attrs.update({"clip_frames": d.clip.frames, "clip_stride": d.clip.stride, "clip_start": "center"})
             for row in range(n):
                 x[row] = _packed_sample(samples, transform, row, dtype, integer, shape).numpy()
                 if progress is not None and (row % 64 == 63 or row == n - 1):
                     progress(row + 1, n)
             write_ids(f, np.asarray(samples.ids))
+        clip = None if d.clip is None else d.clip.model_copy(update={"train": "center", "eval_clips": 1})
         packed = spec.model_copy(update={"data": d.model_copy(update={
-            "inputs": Path("inputs.h5"), "dataset": "x", "ids_dataset": "ids", "path_column": None, "root": None, "channels": None, "transform": []})})
+            "inputs": Path("inputs.h5"), "dataset": "x", "ids_dataset": "ids", "path_column": None, "root": None, "channels": None, "transform": [],
+            "clip": clip})})
         header = (f"# written by `mdn pack` from {spec.source}: data.transform applied, data.augment kept.\n"
-                  "# data.inputs is relative to this file's folder; the table is the original one.\n")
+                  "# data.inputs is relative to this file's folder; the table is the original one.\n"
+                  + (f"# {CLIP_NOTE}\n" if clip is not None else ""))
         (tmp / "spec.yaml").write_text(header + dump_spec(packed))
         if out_dir.exists():
             out_dir.rmdir()  # empty (checked above)
@@ -74,17 +83,27 @@ def pack(spec: Spec, out_dir: str | Path, progress: Callable[[int, int], None] |
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
-    return {"output": str(out_dir), "inputs": str(out_dir / "inputs.h5"), "spec": str(out_dir / "spec.yaml"), "n": n,
-            "sample_shape": list(shape), "dtype": str(dtype), "divisor": DIVISORS[dtype] if integer else None}
+    result = {"output": str(out_dir), "inputs": str(out_dir / "inputs.h5"), "spec": str(out_dir / "spec.yaml"), "n": n,
+              "sample_shape": list(shape), "dtype": str(dtype), "divisor": DIVISORS[dtype] if integer else None}
+    if d.clip is not None and (d.clip.train != "center" or d.clip.eval_clips != 1):
+        result["note"] = CLIP_NOTE
+    return result
+
+
+def _raw(samples: FileSamples, row: int) -> np.ndarray:
+    try:
+        return samples.raw(row)
+    except SampleReadError as exc:
+        raise sample_error(exc) from None
 
 
 def _packed_sample(samples: FileSamples, transform: Compose, row: int, dtype: np.dtype, integer: bool, shape: tuple[int, ...]) -> torch.Tensor:
     """A row's sample after ``transform``: as stored (integers) when ``integer``, else the float32 a model sees."""
     try:
         if not integer:
-            x = samples.load(row, 0, False)
+            x = samples.sample(row)
         else:
-            raw = read_raw(samples.paths[row], samples.channels)
+            raw = samples.raw(row)
             if raw.dtype != dtype:
                 raise SampleReadError(f"is stored as {raw.dtype}, but the first file is {dtype}; packed integer samples need one dtype.",
                                       path=samples.paths[row], row_id=samples.ids[row], hint="convert the files to one bit depth.")

@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from mdn_cli.data.batching import batch_rows
 from mdn_cli.data.clips import ClipSampler
-from mdn_cli.data.readers import SampleReadError, read_sample, to_float
+from mdn_cli.data.readers import SampleReadError, read_raw, to_float
 from mdn_cli.data.transforms import Compose, TransformApplyError, output_shape, sample_generator
 from mdn_cli.data.video import VideoInfo, probe, read_frames
 
@@ -92,8 +92,12 @@ class FileSamples(Dataset):
     def __getitem__(self, row: int) -> tuple[int, torch.Tensor]:
         return row, self.load(row, self.epoch, self.training)
 
+    def sample(self, row: int) -> torch.Tensor:
+        """The row's sample after ``transform``, without augmentation (a video's centre clip)."""
+        return self._checked(row, self._transformed(row))
+
     def load(self, row: int, epoch: int, training: bool) -> torch.Tensor:
-        x = self._checked(row, self._transformed(row))
+        x = self.sample(row)
         if training and self.augment is not None:
             x = self._apply(self.augment, "augment", x, row, sample_generator(self.seed, epoch, row))
         return x
@@ -110,11 +114,15 @@ class FileSamples(Dataset):
             )
         return x
 
-    def _transformed(self, row: int) -> torch.Tensor:
+    def raw(self, row: int) -> np.ndarray:
+        """The row's sample as stored (``readers.read_raw``): what ``mdn pack`` keeps when it can."""
         try:
-            x = read_sample(self.paths[row], self.channels)
+            return read_raw(self.paths[row], self.channels)
         except SampleReadError as exc:
             raise exc.for_row(self.ids[row]) from None
+
+    def _transformed(self, row: int) -> torch.Tensor:
+        x = to_float(self.raw(row))
         return x if self.transform is None else self._apply(self.transform, "transform", x, row, None)
 
     def _apply(self, steps: Compose, transforms: str, x: torch.Tensor, row: int, generator: torch.Generator | None) -> torch.Tensor:
@@ -152,7 +160,7 @@ class VideoSamples(FileSamples):
                 raise exc.for_row(self.ids[row]) from None
         return self._info[row]
 
-    def raw_clip(self, row: int, start: int | None = None):
+    def raw(self, row: int, start: int | None = None) -> np.ndarray:
         """The uint8 (C, T, H, W) clip from ``start`` (default: the centre clip), as decoded."""
         frames = self.info(row).frames
         start = self.clips.center_start(frames) if start is None else start
@@ -162,7 +170,7 @@ class VideoSamples(FileSamples):
             raise exc.for_row(self.ids[row]) from None
 
     def _transformed(self, row: int, start: int | None = None) -> torch.Tensor:
-        x = to_float(self.raw_clip(row, start))
+        x = to_float(self.raw(row, start))
         return x if self.transform is None else self._apply(self.transform, "transform", x, row, None)
 
     def load(self, row: int, epoch: int, training: bool) -> torch.Tensor:
