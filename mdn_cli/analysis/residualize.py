@@ -41,7 +41,8 @@ def aligned_table(features: FeatureFile, table_source: str | Path, id_column: st
     table = read_table(table_source, default)
     if id_column is None and features.ids is not None:
         id_column = default if default in table.columns else None
-    return align_table(table, features.ids if id_column else None, id_column, features.shape[0], str(table_source), f"{features.path}:{features.dataset}")
+    return align_table(table, features.ids if id_column else None, id_column, features.shape[0], str(table_source), f"{features.path}:{features.dataset}",
+                       features.clips)
 
 
 

@@ -29,6 +29,7 @@ class FeatureFile:
     shape: tuple[int, ...]
     ids: np.ndarray | None
     attrs: dict = field(default_factory=dict)
+    clips: np.ndarray | None = None  # a video's clip per row (`mdn extract --per-clip`): rows join on (id, clip)
 
     @property
     def num_features(self) -> int:
@@ -75,6 +76,8 @@ def open_features(path: str | Path, dataset: str = "features") -> FeatureFile:
                 ids = _decoded(handle[candidate][()])
                 break
         attrs = {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in handle.attrs.items()}
-    if ids is not None and len(ids) != shape[0]:
-        raise MdnError(f"'ids' has {len(ids)} entries for {shape[0]} samples.", where=str(path), hint="the file is inconsistent; extract it again.")
-    return FeatureFile(path, dataset, shape, ids, attrs)
+        clips = handle["clip"][()] if "clip" in handle and ids is not None and dataset != "clip" else None
+    for name, values in (("ids", ids), ("clip", clips)):
+        if values is not None and len(values) != shape[0]:
+            raise MdnError(f"{name!r} has {len(values)} entries for {shape[0]} samples.", where=str(path), hint="the file is inconsistent; extract it again.")
+    return FeatureFile(path, dataset, shape, ids, attrs, clips)

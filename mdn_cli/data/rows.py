@@ -183,3 +183,31 @@ def checked_shape(samples: FileSamples, splits: dict[str, np.ndarray]) -> tuple[
         return check_shapes(samples, splits)
     except SampleReadError as exc:
         raise sample_error(exc) from None
+
+
+def video_survey(samples: VideoSamples) -> dict:
+    """Every video probed (header only): how many, their frame counts, how many are shorter than a clip
+    (played in a loop), and one shape after ``transform`` for all, else an MdnError naming a video of each size."""
+    infos = []
+    for row in range(len(samples)):
+        try:
+            infos.append(samples.info(row))
+        except SampleReadError as exc:
+            raise sample_error(exc) from None
+    frames = np.array([info.frames for info in infos])
+    first_of: dict[tuple[int, int], int] = {}
+    for row, info in enumerate(infos):
+        first_of.setdefault((info.height, info.width), row)
+    channels = samples.channels or 3
+    shapes = {}
+    for size, row in first_of.items():
+        try:
+            shapes[size] = output_shape(samples.transform or Compose((), clips=True), (channels, samples.clips.frames, *size))
+        except TransformApplyError as exc:
+            raise transform_error(exc, "transform", (channels, samples.clips.frames, *size)) from None
+    if len(set(shapes.values())) > 1:
+        shown = "; ".join(f"row id {samples.ids[row]} ({samples.paths[row]}): {size[1]}x{size[0]}" for size, row in list(first_of.items())[:5])
+        raise MdnError(f"the videos have {len(first_of)} frame sizes ({shown}), and data.transform does not bring them to one.",
+                       where="data.transform", hint=f"add resize: {{size: [H, W]}} (every frame alike) to data.transform.")
+    return {"videos": len(infos), "frames": [int(frames.min()), int(np.median(frames)), int(frames.max())],
+            "clip_span": samples.clips.span, "looped": int((frames < samples.clips.span).sum())}

@@ -70,8 +70,19 @@ def _read_parquet(source: str, where: str) -> pd.DataFrame:
         raise MdnError(f"not a readable Parquet table ({str(exc).strip()[:200]}).", where=where, hint="check that the file was written completely.") from None
 
 
-def align_table(table: pd.DataFrame, ids: np.ndarray | None, id_column: str | None, n_rows: int, table_name: str, rows_name: str) -> pd.DataFrame:
-    """The table's rows in the order of the data rows (by id, or by row order with a length check)."""
+CLIP_KEY = "__id/clip"
+
+
+def align_table(table: pd.DataFrame, ids: np.ndarray | None, id_column: str | None, n_rows: int, table_name: str, rows_name: str,
+                clips: np.ndarray | None = None) -> pd.DataFrame:
+    """The table's rows in the order of the data rows (by id, or by row order with a length check).
+
+    With ``clips`` (each row's clip of its video) and a ``clip`` column, rows join on (id, clip).
+    """
+    if clips is not None and id_column is not None and ids is not None and "clip" in table.columns and id_column in table.columns:
+        keys = table[id_column].astype(str) + "/" + level_strings(table["clip"])
+        ids = np.array([f"{i}/{c}" for i, c in zip(ids, clips)])
+        return align_table(table.assign(**{CLIP_KEY: keys}), ids, CLIP_KEY, n_rows, table_name, f"{rows_name} (id/clip)").drop(columns=CLIP_KEY)
     if id_column is None:
         if len(table) != n_rows:
             raise MdnError(

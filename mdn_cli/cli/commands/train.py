@@ -30,18 +30,27 @@ def validate(spec_path: Path = SPEC_ARG, overrides: list[str] = SET_OPT) -> None
 
     Checks the schema, the data files, the table's columns and the model (built with a dry run).
     For a table of sample files: every file exists, and the first of each split decodes to one
-    shape after data.transform.
+    shape after data.transform. For videos (data.clip), every video's header is read too: the
+    frame counts, how many videos are shorter than a clip (played in a loop), one frame size
+    after data.transform.
 
     Example: mdn validate sample_data/synthetic/mdn.yaml --set train.lr=1e-3
     """
+    from mdn_cli.data.file_dataset import VideoSamples
+    from mdn_cli.data.rows import video_survey
     from mdn_cli.nn import metadata_norm_layers
     from mdn_cli.train.run import build_run
 
     run = build_run(load_spec(spec_path, overrides))
     splits = run.data.splits
+    videos = ""
+    if isinstance(getattr(run.data.inputs, "samples", None), VideoSamples):
+        survey = video_survey(run.data.inputs.samples)
+        videos = (f"; {survey['videos']} videos of {survey['frames'][0]}-{survey['frames'][2]} frames (median {survey['frames'][1]}), "
+                  f"{survey['looped']} shorter than a clip's {survey['clip_span']} frames and played in a loop")
     err_console().print(
         f"{spec_path}: valid ({len(splits['train'])} train / {len(splits['val'])} val rows of shape {list(run.data.sample_shape)}; design columns "
-        f"{', '.join(run.data.design.column_names)}; {len(metadata_norm_layers(run.network))} MDN layer(s))",
+        f"{', '.join(run.data.design.column_names)}; {len(metadata_norm_layers(run.network))} MDN layer(s){videos})",
         markup=False,
     )
 
