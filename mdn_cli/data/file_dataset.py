@@ -20,7 +20,7 @@ from mdn_cli.data.batching import batch_rows
 from mdn_cli.data.clips import ClipSampler
 from mdn_cli.data.readers import SampleReadError, read_raw, to_float
 from mdn_cli.data.transforms import Compose, TransformApplyError, output_shape, sample_generator
-from mdn_cli.data.video import VideoInfo, probe, read_frames
+from mdn_cli.data.video import VideoInfo, probe, read_clips
 
 
 class MissingFilesError(SampleReadError):
@@ -138,48 +138,50 @@ class VideoSamples(FileSamples):
     Training gives one clip per row and epoch, its start drawn first from ``sample_generator(seed,
     epoch, row)`` (``train: random``), the augmentation then drawing from the same generator;
     evaluation gives the ``eval_clips`` evenly spread clips, stacked as (K, C, T, H, W) when K > 1.
-    ``transform`` and ``augment`` must be built with ``clips=True``. Frame counts are probed once
-    per process.
+    ``transform`` and ``augment`` must be built with ``clips=True``. Each sample opens its video
+    once and decodes only the frames its clips need (``video.read_clips``).
     """
 
     def __init__(self, paths: Sequence[str | Path], ids: Sequence, clips: ClipSampler, channels: int | None = None,
                  transform: Compose | None = None, augment: Compose | None = None, seed: int = 0, training: bool = False):
         super().__init__(paths, ids, channels, transform, augment, seed, training)
         self.clips = clips
-        self._info: dict[int, VideoInfo] = {}
 
     @property
     def views(self) -> int:
         return self.clips.eval_clips
 
     def info(self, row: int) -> VideoInfo:
-        if row not in self._info:
-            try:
-                self._info[row] = probe(self.paths[row])
-            except SampleReadError as exc:
-                raise exc.for_row(self.ids[row]) from None
-        return self._info[row]
-
-    def raw(self, row: int, start: int | None = None) -> np.ndarray:
-        """The uint8 (C, T, H, W) clip from ``start`` (default: the centre clip), as decoded."""
-        frames = self.info(row).frames
-        start = self.clips.center_start(frames) if start is None else start
+        """The row's frame count and size, from the header."""
         try:
-            return read_frames(self.paths[row], self.clips.indices(frames, start), self.channels)
+            return probe(self.paths[row])
         except SampleReadError as exc:
             raise exc.for_row(self.ids[row]) from None
 
-    def _transformed(self, row: int, start: int | None = None) -> torch.Tensor:
-        x = to_float(self.raw(row, start))
-        return x if self.transform is None else self._apply(self.transform, "transform", x, row, None)
+    def raw(self, row: int) -> np.ndarray:
+        """The uint8 (C, T, H, W) centre clip, as decoded."""
+        return self._read(row, lambda n: [self.clips.indices(n, self.clips.center_start(n))])[0]
+
+    def _read(self, row: int, clips) -> list[np.ndarray]:
+        try:
+            return read_clips(self.paths[row], clips, self.channels)
+        except SampleReadError as exc:
+            raise exc.for_row(self.ids[row]) from None
+
+    def _prepared(self, row: int, clip: np.ndarray) -> torch.Tensor:
+        x = to_float(clip)
+        return self._checked(row, x if self.transform is None else self._apply(self.transform, "transform", x, row, None))
+
+    def _transformed(self, row: int) -> torch.Tensor:
+        return self._prepared(row, self.raw(row))
 
     def load(self, row: int, epoch: int, training: bool) -> torch.Tensor:
-        frames = self.info(row).frames
         if not training:
-            clips = [self._checked(row, self._transformed(row, start)) for start in self.clips.eval_starts(frames)]
+            clips = [self._prepared(row, clip) for clip in self._read(row, lambda n: [self.clips.indices(n, s) for s in self.clips.eval_starts(n)])]
             return torch.stack(clips) if len(clips) > 1 else clips[0]
         generator = sample_generator(self.seed, epoch, row)
-        x = self._checked(row, self._transformed(row, self.clips.train_start(frames, generator)))
+        [clip] = self._read(row, lambda n: [self.clips.indices(n, self.clips.train_start(n, generator))])
+        x = self._prepared(row, clip)
         return x if self.augment is None else self._apply(self.augment, "augment", x, row, generator)
 
 

@@ -14,7 +14,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -44,21 +44,32 @@ def probe(path: str | Path) -> VideoInfo:
         _, height, width = read_raw(frames[0]).shape
         return VideoInfo(len(frames), height, width)
     with _opened(path) as (container, stream):
-        frames = stream.frames or _count_packets(container, stream, path)
-        if frames == 0:
-            raise SampleReadError("has no frames.", path=path, hint="the file may be truncated; re-encode or remove it.")
-        return VideoInfo(frames, stream.codec_context.height, stream.codec_context.width)
+        return VideoInfo(_frame_count(container, stream, path), stream.codec_context.height, stream.codec_context.width)
+
+
+def read_clips(path: str | Path, clips: Callable[[int], Sequence[Sequence[int]]], channels: int | None = None) -> list[np.ndarray]:
+    """The clips whose frame indices ``clips(n_frames)`` gives, each uint8 ``(C, T, H, W)``, from one opening of the
+    file (or one listing of the folder) and one pass over the frames they need."""
+    if os.path.isdir(path):
+        files = frame_files(path)
+        wanted_clips = clips(len(files))
+        frames = _folder_frames(files, path, _union(wanted_clips), channels)
+    else:
+        frames, wanted_clips = _video_frames(path, clips, channels)
+    shapes = {frame.shape for frame in frames.values()}
+    if len(shapes) > 1:
+        raise SampleReadError(f"has frames of different sizes ({', '.join(str(s[1:]) for s in sorted(shapes))}).", path=path,
+                              hint="every frame of a video needs one size; re-export the frames.")
+    return [np.ascontiguousarray(np.stack([frames[int(i)] for i in indices], axis=1)) for indices in wanted_clips]
 
 
 def read_frames(path: str | Path, indices: Sequence[int], channels: int | None = None) -> np.ndarray:
     """The frames at ``indices`` (any order, repeats allowed) as uint8 ``(C, T, H, W)``."""
-    wanted = sorted(set(int(i) for i in indices))
-    frames = _folder_frames(path, wanted, channels) if os.path.isdir(path) else _video_frames(path, wanted, channels)
-    shapes = {frames[i].shape for i in wanted}
-    if len(shapes) > 1:
-        raise SampleReadError(f"has frames of different sizes ({', '.join(str(s[1:]) for s in sorted(shapes))}).", path=path,
-                              hint="every frame of a video needs one size; re-export the frames.")
-    return np.ascontiguousarray(np.stack([frames[int(i)] for i in indices], axis=1))
+    return read_clips(path, lambda n_frames: [indices], channels)[0]
+
+
+def _union(clips: Sequence[Sequence[int]]) -> list[int]:
+    return sorted({int(i) for indices in clips for i in indices})
 
 
 def frame_files(folder: str | Path) -> list[str]:
@@ -70,8 +81,7 @@ def frame_files(folder: str | Path) -> list[str]:
     return [os.path.join(folder, name) for name in names]
 
 
-def _folder_frames(folder: str | Path, wanted: list[int], channels: int | None) -> dict[int, np.ndarray]:
-    files = frame_files(folder)
+def _folder_frames(files: list[str], folder: str | Path, wanted: list[int], channels: int | None) -> dict[int, np.ndarray]:
     if wanted[-1] >= len(files):
         raise SampleReadError(f"has {len(files)} frames; frame {wanted[-1]} was asked for.", path=folder, hint="the folder changed since it was probed.")
     out = {}
@@ -112,21 +122,31 @@ class _opened:
         self.container.close()
 
 
-def _count_packets(container, stream, path) -> int:
+def _frame_count(container, stream, path) -> int:
+    """From the header; else by counting packets (no decoding), rewinding after."""
     import av
 
+    if stream.frames:
+        return stream.frames
     try:
-        return sum(1 for packet in container.demux(stream) if packet.size)
+        frames = sum(1 for packet in container.demux(stream) if packet.size)
+        if frames:
+            container.seek(stream.start_time or 0, stream=stream, backward=True, any_frame=False)
     except av.FFmpegError as exc:
         raise SampleReadError(f"cannot be read as a video ({exc}).", path=path, hint="the file may be truncated or corrupt; re-encode it.") from None
+    if frames == 0:
+        raise SampleReadError("has no frames.", path=path, hint="the file may be truncated; re-encode or remove it.")
+    return frames
 
 
-def _video_frames(path: str | Path, wanted: list[int], channels: int | None) -> dict[int, np.ndarray]:
-    """Decoded from the keyframe before ``wanted[0]``; from the start when seeking lands after it or timestamps are missing."""
+def _video_frames(path: str | Path, clips: Callable[[int], Sequence[Sequence[int]]], channels: int | None) -> tuple[dict[int, np.ndarray], Sequence[Sequence[int]]]:
+    """Decoded from the keyframe before the first frame needed; from the start when seeking lands after it or timestamps are missing."""
     import av
 
     try:
         with _opened(path) as (container, stream):
+            wanted_clips = clips(_frame_count(container, stream, path))
+            wanted = _union(wanted_clips)
             out = _decode(container, stream, wanted, channels, seek=wanted[0] > 0)
         if out is None:
             with _opened(path) as (container, stream):
@@ -136,7 +156,7 @@ def _video_frames(path: str | Path, wanted: list[int], channels: int | None) -> 
     missing = [index for index in wanted if index not in out]
     if missing:
         raise SampleReadError(f"frame {missing[0]} does not decode: the video ends before it.", path=path, hint="the file may be truncated; re-encode or remove it.")
-    return out
+    return out, wanted_clips
 
 
 def _decode(container, stream, wanted: list[int], channels: int | None, seek: bool) -> dict[int, np.ndarray] | None:
@@ -170,8 +190,9 @@ CODECS = {".mp4": "libx264", ".mov": "libx264", ".mkv": "libx264", ".avi": "mpeg
 def write_video(path: str | Path, clip: np.ndarray, fps: int = 25, codec: str | None = None, options: dict[str, str] | None = None) -> None:
     """Encode a uint8 (C, T, H, W) array (C 1 or 3; H and W even) with PyAV: H.264 (.mp4, .mov, .mkv), MPEG-4 part 2 (.avi) or VP9 (.webm).
 
-    H.264 is written at constant quality 17 (visually lossless) unless ``options`` say otherwise;
-    ``codec: ffv1`` in .mkv is lossless.
+    H.264 is written at constant quality 17 (visually lossless) unless ``options`` say otherwise,
+    MPEG-4 at quantiser 2; ``codec: ffv1`` in .mkv is lossless. MPEG-4 writes the same bytes every
+    time (``mdn synth`` uses it); the bundled x264 does not always.
     """
     import av
 
@@ -191,7 +212,7 @@ def write_video(path: str | Path, clip: np.ndarray, fps: int = 25, codec: str | 
         container.mux(stream.encode())
 
 
-def write_video_study(out_dir: str | Path, videos: np.ndarray, table: pd.DataFrame, id_column: str = "id", extension: str = ".mp4") -> pd.DataFrame:
+def write_video_study(out_dir: str | Path, videos: np.ndarray, table: pd.DataFrame, id_column: str = "id", extension: str = ".avi") -> pd.DataFrame:
     """One video per row in ``out_dir/files/<id><extension>`` from float (n, C, T, H, W) in [0, 1] (rounded to 8 bits);
     the table with a ``path`` column relative to ``out_dir``."""
     if videos.ndim != 5 or len(videos) != len(table):

@@ -1,8 +1,8 @@
-"""Recipes: ready specs of the MDN paper's settings (synthetic, faces, MRI), shipped as YAML files in this
+"""Recipes: ready specs of the MDN paper's settings (synthetic, faces, video, MRI), shipped as YAML files in this
 package, listed and copied by `mdn recipes` the way torchtune lists and copies its configs.
 
 Each file starts with ``# recipe:``, ``# about:`` and ``# run:`` lines, then says where its
-settings come from and the data layout it expects. The video setting comes with video support.
+settings come from and the data layout it expects.
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ def synth(
     per_group: int = typer.Option(500, "--per-group", min=4, help="Images per group (label)."),
     seed: int = typer.Option(0, "--seed", help="Random seed."),
     stages: Optional[int] = typer.Option(None, "--stages", min=2, help="Write K stages whose confounder-label tie grows from stage to stage (R-MDN's continual setting); column `stage` in meta.csv, for `data.stage_column: stage`."),
-    fmt: SynthFormat = typer.Option(SynthFormat.h5, "--format", help="h5: images.h5; png: one 8-bit PNG per image; nifti: one 32^3 volume per sample (.nii.gz); video: one 24-frame 32x32 H.264 .mp4 per sample. Files go to OUT_DIR/files/, named in meta.csv's `path` column."),
+    fmt: SynthFormat = typer.Option(SynthFormat.h5, "--format", help="h5: images.h5; png: one 8-bit PNG per image; nifti: one 32^3 volume per sample (.nii.gz); video: one 24-frame 32x32 MPEG-4 .avi per sample (as HMDB51 ships). Files go to OUT_DIR/files/, named in meta.csv's `path` column."),
 ) -> None:
     """Write the MDN paper's synthetic data set (images with a main factor and a confounder).
 
