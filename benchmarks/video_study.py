@@ -5,7 +5,9 @@ best checkpoint on the test videos (`mdn evaluate --split test`, three clips per
 video-level accuracy and fc1's per-class dcor² with the confounder (scene lighting). Then it
 writes every video played backwards (the same synthetic draws, frames reversed: the direction of
 motion flips, the lighting does not) and evaluates both models on them: the share of test videos
-whose predicted class flips says how much a model uses motion rather than one frame's light.
+whose predicted class flips says how much a model uses motion rather than one frame's light. As
+a control, the baseline is also trained on the same videos without the confounding (both groups'
+lighting drawn from U(1, 6)) and played backwards the same way.
 
     .venv/bin/python benchmarks/video_study.py [--seeds 0,1,2] [--jobs 2] [--out runs/video_study]
 
@@ -41,24 +43,27 @@ def mdn(*args) -> str:
     return result.stdout
 
 
-def reversed_study(out: Path) -> Path:
-    """The shipped study's videos played backwards, with the same table (ids, labels, splits)."""
+def write_study(out: Path, name: str, confounded: bool, backwards: bool) -> Path:
+    """The shipped study's videos (or the unconfounded control's), forwards or played backwards, with the same table."""
     from mdn_cli.data.synthetic import make_synthetic_video
     from mdn_cli.data.video import write_video_study
 
-    folder = out / "reversed"
+    folder = out / name
     shutil.rmtree(folder, ignore_errors=True)
-    table = pd.read_csv(STUDY / "meta.csv")
-    study = make_synthetic_video(150, seed=0)
-    assert study.table[["id", "label", "split"]].equals(table[["id", "label", "split"]]), "the shipped study is not `mdn synth --per-group 150 --seed 0`"
-    write_video_study(folder, study.images[:, :, ::-1], study.table).to_csv(folder / "meta.csv", index=False)
+    study = make_synthetic_video(150, seed=0, confounded=confounded)
+    shipped = pd.read_csv(STUDY / "meta.csv")
+    assert study.table[["id", "label", "split"]].equals(shipped[["id", "label", "split"]]), "the shipped study is not `mdn synth --per-group 150 --seed 0`"
+    write_video_study(folder, study.images[:, :, ::-1] if backwards else study.images, study.table).to_csv(folder / "meta.csv", index=False)
     return folder
 
 
-def run_one(kind: str, seed: int, out: Path, backwards: Path) -> dict:
+def run_one(kind: str, seed: int, out: Path, studies: dict[str, Path]) -> dict:
     run = out / f"{kind}-s{seed}"
     shutil.rmtree(run, ignore_errors=True)
-    mdn("train", STUDY / f"{kind}.yaml", "-o", run, "--set", f"train.seed={seed}", "--quiet", "--format", "json")
+    spec = STUDY / f"{kind.removesuffix('-control')}.yaml"
+    table = ["--set", f"data.table={studies['control'] / 'meta.csv'}"] if kind.endswith("-control") else []
+    backwards = studies["control-reversed" if kind.endswith("-control") else "reversed"]
+    mdn("train", spec, "-o", run, "--set", f"train.seed={seed}", *table, "--quiet", "--format", "json")
     forward = json.loads(mdn("evaluate", run, "--split", "test", "--predictions", run / "test.csv", "--format", "json"))
     mdn("evaluate", run, "--table", backwards / "meta.csv", "--predictions", run / "reversed.csv", "--format", "json")
     test = pd.read_csv(run / "test.csv")
@@ -80,10 +85,12 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "video_study")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    backwards = reversed_study(args.out)
+    studies = {"reversed": write_study(args.out, "reversed", True, True), "control": write_study(args.out, "control", False, False),
+               "control-reversed": write_study(args.out, "control-reversed", False, True)}
     seeds = [int(s) for s in args.seeds.split(",")]
+    kinds = ("baseline", "mdn", "baseline-control")
     with ProcessPoolExecutor(args.jobs) as pool:
-        results = list(pool.map(run_one, *zip(*[(kind, seed, args.out, backwards) for kind in ("baseline", "mdn") for seed in seeds])))
+        results = list(pool.map(run_one, *zip(*[(kind, seed, args.out, studies) for kind in kinds for seed in seeds])))
     (args.out / "results.json").write_text(json.dumps(results, indent=2))
 
     def cell(kind: str, key: str) -> str:
@@ -93,8 +100,9 @@ def main() -> None:
     print(f"seeds {seeds}; test videos, three clips each; dcor² of fc1 with cf per class (test split)\n")
     print("| spec | test acc | dcor² cf, label=0 | dcor² cf, label=1 | acc played backwards | predictions flipped |")
     print("|---|---:|---:|---:|---:|---:|")
-    for kind in ("baseline", "mdn"):
-        print(f"| {kind}.yaml | {cell(kind, 'test_acc')} | {cell(kind, 'dcor2_label0')} | {cell(kind, 'dcor2_label1')} | {cell(kind, 'reversed_acc')} | {cell(kind, 'flipped')} |")
+    for kind in kinds:
+        name = f"{kind}.yaml" if not kind.endswith("-control") else "baseline.yaml, lighting unconfounded"
+        print(f"| {name} | {cell(kind, 'test_acc')} | {cell(kind, 'dcor2_label0')} | {cell(kind, 'dcor2_label1')} | {cell(kind, 'reversed_acc')} | {cell(kind, 'flipped')} |")
 
 
 if __name__ == "__main__":

@@ -110,7 +110,7 @@ def _splits(n: int, rng: np.random.Generator) -> np.ndarray:
     return split
 
 
-def make_synthetic_video(per_group: int, seed: int = 0, frames: int = 24, size: int = SIZE) -> SyntheticSet:
+def make_synthetic_video(per_group: int, seed: int = 0, frames: int = 24, size: int = SIZE, confounded: bool = True) -> SyntheticSet:
     """The synthetic idea in motion: videos (n, 1, T, H, W) in [0, 1] whose label is a direction of motion.
 
     A Gaussian blob (sigma 2.5 px, peak 0.45) crosses the frame horizontally (wrapping at the
@@ -120,13 +120,14 @@ def make_synthetic_video(per_group: int, seed: int = 0, frames: int = 24, size: 
     ``0.08 cf``, is the confounder: group 0 draws ``cf`` from U(1, 4), group 1 from U(3, 6), as in the
     image set; one frame shows it, only several show the direction. ``shake`` (U(0, 2), both groups)
     is a nuisance: each frame is shifted by a random whole number of pixels up to it, in both axes.
-    Frame noise N(0, 0.01). Splits 60/20/20.
+    Frame noise N(0, 0.01). Splits 60/20/20. With ``confounded`` False both groups draw ``cf`` from
+    U(1, 6) (the same draws otherwise): the lighting then tells nothing of the label.
     """
     rng = np.random.default_rng([seed, 7])
     n = 2 * per_group
     label = np.repeat([0, 1], per_group)
     mf = np.where(label == 0, 1.0, 3.5) + 3.0 * rng.random(n)
-    cf = np.where(label == 0, 1.0, 3.0) + 3.0 * rng.random(n)
+    cf = np.where(label == 0, 1.0, 3.0) + 3.0 * rng.random(n) if confounded else 1.0 + 5.0 * rng.random(n)
     shake = 2.0 * rng.random(n)
     speed = (mf - 3.75) / 2
     x0, y0 = rng.random(n) * size, size / 4 + rng.random(n) * size / 2
