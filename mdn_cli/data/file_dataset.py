@@ -170,18 +170,19 @@ class VideoSamples(FileSamples):
 
     def _prepared(self, row: int, clip: np.ndarray) -> torch.Tensor:
         x = to_float(clip)
-        return self._checked(row, x if self.transform is None else self._apply(self.transform, "transform", x, row, None))
+        return x if self.transform is None else self._apply(self.transform, "transform", x, row, None)
 
     def _transformed(self, row: int) -> torch.Tensor:
         return self._prepared(row, self.raw(row))
 
     def load(self, row: int, epoch: int, training: bool) -> torch.Tensor:
         if not training:
-            clips = [self._prepared(row, clip) for clip in self._read(row, lambda n: [self.clips.indices(n, s) for s in self.clips.eval_starts(n)])]
+            clips = self._read(row, lambda n: [self.clips.indices(n, s) for s in self.clips.eval_starts(n)])
+            clips = [self._checked(row, self._prepared(row, clip)) for clip in clips]
             return torch.stack(clips) if len(clips) > 1 else clips[0]
         generator = sample_generator(self.seed, epoch, row)
         [clip] = self._read(row, lambda n: [self.clips.indices(n, self.clips.train_start(n, generator))])
-        x = self._prepared(row, clip)
+        x = self._checked(row, self._prepared(row, clip))
         return x if self.augment is None else self._apply(self.augment, "augment", x, row, generator)
 
 

@@ -29,13 +29,13 @@ from mdn_cli.data.file_dataset import (
 )
 from mdn_cli.data.h5 import H5Rows
 from mdn_cli.data.readers import SUPPORTED_EXTENSIONS, SampleReadError, extension_of
-from mdn_cli.data.video import VIDEO_EXTENSIONS
 from mdn_cli.data.transforms import (
     Compose,
     TransformApplyError,
     output_shape,
     sample_generator,
 )
+from mdn_cli.data.video import VIDEO_EXTENSIONS
 from mdn_cli.stats.validation import listing
 from mdn_cli.utils.errors import MdnError
 
@@ -208,6 +208,6 @@ def video_survey(samples: VideoSamples) -> dict:
     if len(set(shapes.values())) > 1:
         shown = "; ".join(f"row id {samples.ids[row]} ({samples.paths[row]}): {size[1]}x{size[0]}" for size, row in list(first_of.items())[:5])
         raise MdnError(f"the videos have {len(first_of)} frame sizes ({shown}), and data.transform does not bring them to one.",
-                       where="data.transform", hint=f"add resize: {{size: [H, W]}} (every frame alike) to data.transform.")
+                       where="data.transform", hint="add resize: {size: [H, W]} (every frame alike) to data.transform.")
     return {"videos": len(infos), "frames": [int(frames.min()), int(np.median(frames)), int(frames.max())],
             "clip_span": samples.clips.span, "looped": int((frames < samples.clips.span).sum())}

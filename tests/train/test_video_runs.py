@@ -141,7 +141,6 @@ def test_extract_writes_the_mean_of_a_videos_clips_or_every_clip(video_run, tmp_
     assert clips["n"] == 3 * len(ids) and clips["table"]["joined_on"] == "id and clip" and "clip" not in [r["column"] for r in clips["results"]]
     import dcor
 
-    label = meta["label"].to_numpy()
     for result in clips["results"]:
         if result["column"] == "cf":
             assert result["dcor2"] == pytest.approx(dcor.u_distance_correlation_sqr(per_clip.astype(np.float64), meta["cf"].to_numpy()), abs=1e-5)
