@@ -1,8 +1,8 @@
 """Videos as frames: video files decoded with PyAV, and folders of numbered frames read as images.
 
-``probe`` gives a video's frame count and size; ``read_frames`` the frames at given indices as a
-uint8 ``(C, T, H, W)`` array (C = 3, or 1 with ``channels: 1``, Pillow's luminance as for
-images). A video file is decoded from the keyframe before the first frame needed to the last one
+``probe`` gives a video's frame count and size; ``read_clips`` the clips a sample needs, chosen
+from the frame count, each a uint8 ``(C, T, H, W)`` array (C = 3, or 1 with ``channels: 1``,
+Pillow's luminance as for images); ``read_frames`` given frames. A video file is decoded from the keyframe before the first frame needed to the last one
 needed, not from its start; a frame's index is its timestamp times the stream's average frame
 rate (constant-rate video, as HMDB51's and UCF101's). Every failure is a ``SampleReadError``
 naming the file.
@@ -30,11 +30,6 @@ class VideoInfo:
     frames: int
     height: int
     width: int
-
-
-def is_video(path: str | Path) -> bool:
-    """A video file by its extension, or a folder (of frames)."""
-    return extension_of(path) in VIDEO_EXTENSIONS or os.path.isdir(path)
 
 
 def probe(path: str | Path) -> VideoInfo:
@@ -83,7 +78,7 @@ def frame_files(folder: str | Path) -> list[str]:
 
 def _folder_frames(files: list[str], folder: str | Path, wanted: list[int], channels: int | None) -> dict[int, np.ndarray]:
     if wanted[-1] >= len(files):
-        raise SampleReadError(f"has {len(files)} frames; frame {wanted[-1]} was asked for.", path=folder, hint="the folder changed since it was probed.")
+        raise SampleReadError(f"has {len(files)} frames; frame {wanted[-1]} was asked for.", path=folder, hint=f"frames are 0 to {len(files) - 1}.")
     out = {}
     for index in wanted:
         frame = read_raw(files[index], channels or 3)
