@@ -226,3 +226,29 @@ def test_the_worker_count_does_not_change_the_clips(videos):
             torch.testing.assert_close(x, y)
     assert results[0][2][0].shape == (2, 2, 3, 3, 24, 32)  # evaluation: (rows, clips, C, T, H, W)
     assert not torch.equal(results[0][0][0], results[0][1][0])  # another epoch, other starts
+
+
+def test_a_clip_late_in_a_long_video_is_decoded_from_its_keyframe_not_from_the_start(tmp_path, monkeypatch):
+    path = tmp_path / "long.avi"
+    write_video(path, numbered_frames(n=300, size=(16, 16)), options={"g": "12"})  # a keyframe every 12 frames
+    reference = decode_all(path)
+    decoded = []
+    open_video = av.open
+
+    class Counting:
+        """The container, counting the frames its decoder hands out."""
+
+        def __init__(self, container):
+            self.container = container
+
+        def __getattr__(self, name):
+            return getattr(self.container, name)
+
+        def decode(self, *args, **kwargs):
+            for frame in self.container.decode(*args, **kwargs):
+                decoded.append(frame)
+                yield frame
+
+    monkeypatch.setattr(av, "open", lambda *args, **kwargs: Counting(open_video(*args, **kwargs)))
+    np.testing.assert_array_equal(read_frames(path, [281, 283, 285]), reference[:, [281, 283, 285]])
+    assert len(decoded) <= 12 + 5  # from the keyframe at or before 281 to 285, not 286 frames
