@@ -6,6 +6,7 @@ import contextlib
 import json
 import io
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -77,6 +78,45 @@ def write_spec(folder: Path, name: str = "spec.yaml", layers=SMALL_MDN, epochs: 
 def read_metrics(run: Path) -> list[dict]:
     """A run's metrics.jsonl, one dict per epoch."""
     return [json.loads(line) for line in (Path(run) / "metrics.jsonl").read_text().splitlines()]
+
+
+def epoch_metrics(run: Path) -> list[dict]:
+    """``read_metrics`` without each epoch's seconds: what two runs that should agree are compared on."""
+    return [{key: value for key, value in row.items() if key != "seconds"} for row in read_metrics(run)]
+
+
+def copy_study(study: Path, target: Path) -> Path:
+    """A copy of a study's folder to damage or extend without touching the module's fixture."""
+    shutil.copytree(study, target)
+    return target
+
+
+def first_of(table, split: str) -> int:
+    """The position of a split's first row: the one the checks before training decode."""
+    return int(np.flatnonzero(table["split"] == split)[0])
+
+
+def write_audio_only(path: Path) -> None:
+    """An .mp4 with one audio stream and no video stream."""
+    import av
+
+    with av.open(str(path), "w", format="mp4") as container:
+        stream = container.add_stream("aac", rate=8000)
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), dtype=np.float32), format="fltp", layout="mono")
+        frame.sample_rate = 8000
+        container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+
+
+def write_no_frames(path: Path, size: int = 16) -> None:
+    """A container with a video stream and no frames (an .avi keeps the stream's header)."""
+    import av
+
+    with av.open(str(path), "w", format="avi") as container:
+        stream = container.add_stream("mpeg4", rate=25)
+        stream.width, stream.height = size, size
+        stream.pix_fmt = "yuv420p"
+        container.start_encoding()
 
 
 class Stop(Exception):

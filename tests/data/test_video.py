@@ -17,6 +17,7 @@ from mdn_cli.data.readers import SampleReadError
 from mdn_cli.data.rows import FileProvider
 from mdn_cli.data.transforms import Compose, output_shape, sample_generator
 from mdn_cli.data.video import frame_files, probe, read_frames, write_video
+from tests.helpers import write_audio_only, write_no_frames
 
 
 def numbered_frames(n: int = 30, size: tuple[int, int] = (24, 32), seed: int = 0) -> np.ndarray:
@@ -103,28 +104,10 @@ def test_a_frame_folder_reads_as_the_video_its_frames_came_from(tmp_path):
         np.testing.assert_array_equal(read_frames(folder, [1, 10, 11, 4], channels), read_frames(video, [1, 10, 11, 4], channels))
 
 
-def write_silent_video(path: Path) -> None:
-    """A container with a video stream and no frames (an .avi keeps the stream's header)."""
-    with av.open(str(path), "w", format="avi") as container:
-        stream = container.add_stream("mpeg4", rate=25)
-        stream.width, stream.height = 16, 16
-        stream.pix_fmt = "yuv420p"
-        container.start_encoding()
-
-
-def write_audio_only(path: Path) -> None:
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("aac", rate=8000)
-        frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), dtype=np.float32), format="fltp", layout="mono")
-        frame.sample_rate = 8000
-        container.mux(stream.encode(frame))
-        container.mux(stream.encode())
-
-
 @pytest.mark.parametrize("make, text", [
     (lambda p: p.write_bytes(b"\x00\x00\x00\x18ftypmp42 not a video at all"), "cannot be opened as a video"),
     (write_audio_only, "has no video stream"),
-    (write_silent_video, "has no frames"),
+    (write_no_frames, "has no frames"),
 ])
 def test_a_bad_video_names_its_file(tmp_path, make, text):
     path = tmp_path / "bad.mp4"

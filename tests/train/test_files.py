@@ -18,7 +18,7 @@ from PIL import Image
 from mdn_cli.config import load_spec
 from mdn_cli.data.synthetic import make_synthetic, make_synthetic_3d
 from mdn_cli.utils.errors import MdnError
-from tests.helpers import SMALL_MDN, mdn, no_leftovers, ok
+from tests.helpers import SMALL_MDN, copy_study, epoch_metrics, first_of, mdn, no_leftovers, ok
 
 TRANSFORM = [{"normalize": {"mean": 0.2, "std": 0.25}}]
 AUGMENT = [{"flip": {"axes": [0, 1]}}, {"random_crop": {"size": 32, "padding": 2}}]
@@ -37,13 +37,6 @@ def file_spec(folder: Path, name: str = "spec.yaml", epochs: int = 2, **data) ->
     return path
 
 
-def metrics(run: Path) -> list[dict]:
-    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    for row in rows:
-        row.pop("seconds")
-    return rows
-
-
 @pytest.fixture(scope="module")
 def png_study(tmp_path_factory) -> Path:
     """60 PNGs of the synthetic set, with meta.csv naming them (what `mdn synth --format png` writes)."""
@@ -58,11 +51,6 @@ def png_run(png_study: Path, tmp_path_factory) -> Path:
     run = tmp_path_factory.mktemp("runs") / "png"
     ok("train", png_study / "spec.yaml", "-o", run, "--quiet")
     return run
-
-
-def copy_study(png_study: Path, target: Path) -> Path:
-    shutil.copytree(png_study, target)
-    return target
 
 
 def test_synth_png_writes_the_images_as_8_bit_files(png_study):
@@ -82,7 +70,7 @@ def test_training_on_packed_files_gives_the_same_numbers(png_study, png_run, tmp
     packed = load_spec(tmp_path / "packed" / "spec.yaml")
     assert packed.data.path_column is None and packed.data.transform == [] and packed.data.augment == AUGMENT
     ok("train", tmp_path / "packed" / "spec.yaml", "-o", tmp_path / "run", "--quiet")
-    assert metrics(tmp_path / "run") == metrics(png_run)
+    assert epoch_metrics(tmp_path / "run") == epoch_metrics(png_run)
     assert no_leftovers(tmp_path) == []
 
 
@@ -106,20 +94,20 @@ def test_pack_keeps_uint8_when_transforms_only_move_values(png_study, tmp_path):
 @pytest.mark.slow
 def test_worker_count_does_not_change_the_numbers(png_study, png_run, tmp_path):
     ok("train", png_study / "spec.yaml", "-o", tmp_path / "run", "--quiet", "--set", "train.num_workers=2")
-    assert metrics(tmp_path / "run") == metrics(png_run)
+    assert epoch_metrics(tmp_path / "run") == epoch_metrics(png_run)
 
 
 @pytest.mark.slow
 def test_resume_continues_the_augmentation_as_if_never_stopped(png_study, png_run, tmp_path):
     ok("train", png_study / "spec.yaml", "-o", tmp_path / "run", "--quiet", "--set", "train.epochs=1")
     ok("train", png_study / "spec.yaml", "-o", tmp_path / "run", "--quiet", "--resume", "--set", "train.num_workers=1")  # workers may change
-    assert metrics(tmp_path / "run") == metrics(png_run)
+    assert epoch_metrics(tmp_path / "run") == epoch_metrics(png_run)
 
 
 @pytest.mark.slow
 def test_augment_changes_training_only(png_study, png_run, tmp_path):
     ok("train", png_study / "spec.yaml", "-o", tmp_path / "run", "--quiet", "--set", "data.augment=[]")
-    assert metrics(tmp_path / "run")[0]["train_loss"] != metrics(png_run)[0]["train_loss"]
+    assert epoch_metrics(tmp_path / "run")[0]["train_loss"] != epoch_metrics(png_run)[0]["train_loss"]
 
 
 def test_extract_split_and_a_new_table_give_the_same_features(png_study, png_run, tmp_path):
@@ -228,10 +216,6 @@ def test_missing_files_are_listed_with_their_row_ids(png_study, tmp_path):
         (study / table["path"][row]).unlink()
     refused(study / "spec.yaml", tmp_path, "2 of 60 sample files do not exist", f"row id {table['id'][5]}", f"row id {table['id'][40]}")
     assert mdn("validate", study / "spec.yaml").returncode == 2
-
-
-def first_of(table: pd.DataFrame, split: str) -> int:
-    return int(np.flatnonzero(table["split"] == split)[0])
 
 
 def test_a_corrupt_image_names_its_row_and_file(png_study, tmp_path):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import av
@@ -18,7 +17,7 @@ from sklearn.metrics import accuracy_score
 
 from mdn_cli.config import load_spec
 from mdn_cli.utils.errors import MdnError
-from tests.helpers import mdn, ok
+from tests.helpers import copy_study, epoch_metrics, first_of, mdn, ok, write_audio_only, write_no_frames
 
 CLIP = {"frames": 4, "stride": 3, "train": "random", "eval_clips": 3}
 LAYERS = [
@@ -60,11 +59,6 @@ def video_run(video_study: Path, tmp_path_factory) -> Path:
     run = tmp_path_factory.mktemp("runs") / "video"
     ok("train", video_study / "spec.yaml", "-o", run, "--quiet")
     return run
-
-
-def copy_study(study: Path, target: Path) -> Path:
-    shutil.copytree(study, target)
-    return target
 
 
 def test_synth_video_moves_a_blob_in_the_labels_direction_under_the_confounders_light(video_study):
@@ -150,11 +144,6 @@ def center_spec(study: Path, name: str, **data) -> Path:
     return video_spec(study, name, clip={**CLIP, "train": "center", "eval_clips": 1}, augment=[{"flip": {"axes": [1]}}], **data)
 
 
-def metrics(run: Path) -> list[dict]:
-    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    return [{k: v for k, v in row.items() if k != "seconds"} for row in rows]
-
-
 def test_training_on_packed_centre_clips_equals_training_on_the_videos(video_study, tmp_path):
     study = copy_study(video_study, tmp_path / "study")
     spec = center_spec(study, "center.yaml")
@@ -164,7 +153,7 @@ def test_training_on_packed_centre_clips_equals_training_on_the_videos(video_stu
         assert f["x"].shape == (24, 3, 4, 32, 32) and f["x"].attrs["clip_frames"] == 4 and f["x"].attrs["clip_stride"] == 3
     ok("train", spec, "-o", tmp_path / "files", "--quiet")
     ok("train", tmp_path / "packed" / "spec.yaml", "-o", tmp_path / "h5", "--quiet")
-    assert metrics(tmp_path / "files") == metrics(tmp_path / "h5")
+    assert epoch_metrics(tmp_path / "files") == epoch_metrics(tmp_path / "h5")
 
 
 def test_pack_keeps_uint8_clips_and_says_what_random_starts_become(video_study, tmp_path):
@@ -184,27 +173,6 @@ def refused(command: str, spec: Path, tmp_path: Path, *expected: str) -> None:
     for text in expected:
         assert text in result.stderr, result.stderr
     assert not (tmp_path / "run").exists()
-
-
-def first_of(table: pd.DataFrame, split: str) -> int:
-    return int(np.flatnonzero(table["split"] == split)[0])
-
-
-def write_audio_only(path: Path) -> None:
-    with av.open(str(path), "w", format="mp4") as container:
-        stream = container.add_stream("aac", rate=8000)
-        frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), dtype=np.float32), format="fltp", layout="mono")
-        frame.sample_rate = 8000
-        container.mux(stream.encode(frame))
-        container.mux(stream.encode())
-
-
-def write_no_frames(path: Path) -> None:
-    with av.open(str(path), "w", format="avi") as container:
-        stream = container.add_stream("mpeg4", rate=25)
-        stream.width, stream.height = 32, 32
-        stream.pix_fmt = "yuv420p"
-        container.start_encoding()
 
 
 def truncate(path: Path) -> None:
