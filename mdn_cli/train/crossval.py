@@ -23,7 +23,7 @@ from mdn_cli.data.training import load_training_data
 from mdn_cli.stats.metrics import mean_sd
 from mdn_cli.train.history import flat_metrics
 from mdn_cli.train.loop import Progress, train
-from mdn_cli.train.tracking import MlflowRun, check_loggers, flat_params
+from mdn_cli.train.tracking import MlflowRun, check_loggers, close_quietly, flat_params
 from mdn_cli.utils.errors import MdnError, did_you_mean
 from mdn_cli.utils.fileio import atomic_path, atomic_write_text, read_json
 
@@ -132,8 +132,9 @@ def cross_validate(
                 train(fold_spec, fold_dir, resume=(fold_dir / "checkpoints" / "last.pt").exists(), progress=progress,
                       parent_run=parent.run_id if parent else None)  # fmt: skip
             except BaseException as exc:
-                if parent is not None:
-                    parent.close("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+                for failure in close_quietly([parent] if parent is not None else [], exc):
+                    if progress is not None:
+                        progress("message", text=failure)
                 raise
     result = {
         "folds": k,

@@ -231,7 +231,8 @@ class Trainer:
             if world.is_main:
                 atomic_write_text(self.run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
         except BaseException as exc:
-            trackers.close("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+            for failure in trackers.abandon(exc):
+                self.progress("message", text=failure)
             raise
         trackers.close("FINISHED")
         return summary

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Iterable, Protocol
 
 from mdn_cli.utils.errors import MdnError
-from mdn_cli.utils.fileio import atomic_write_text, read_json
+from mdn_cli.utils.fileio import atomic_write_text, interrupts_deferred, read_json
 
 TRACKING_FILE = "tracking.json"
 DEFAULT_EXPERIMENT = "mdn"
@@ -112,7 +112,8 @@ class MlflowRun:
         from mlflow.exceptions import MlflowException
 
         try:
-            self._open(run_dir, params, parent_id, tags)
+            with interrupts_deferred():
+                self._open(run_dir, params, parent_id, tags)
         except MlflowException as exc:
             raise MdnError(f"MLflow cannot open a run ({str(exc).splitlines()[0][:300]}).", where=os.environ.get("MLFLOW_TRACKING_URI", "MLflow's default store"),
                            hint="check MLFLOW_TRACKING_URI (e.g. sqlite:///mlflow.db, or unset it for MLflow's local default), or remove mlflow from train.loggers.") from None
@@ -171,7 +172,8 @@ class MlflowRun:
                 self.client.log_artifact(self.run_id, str(path))
 
     def close(self, status: str) -> None:
-        self.client.set_terminated(self.run_id, status)
+        with interrupts_deferred():
+            self.client.set_terminated(self.run_id, status)
 
 
 class MlflowTracker:
@@ -196,18 +198,42 @@ class MlflowTracker:
 
 
 class Trackers:
-    """The run's trackers as one: each epoch to all of them; closed with the run's end status."""
+    """The run's trackers as one: each epoch to all of them; closed with the run's end status.
+
+    Ctrl-C is held while a tracker writes: interrupted inside a transaction, MLflow's SQLite store
+    stays locked, and the run could then not be marked KILLED.
+    """
 
     def __init__(self, trackers: list[Tracker]):
         self.trackers = trackers
 
     def log_epoch(self, metrics: dict) -> None:
-        for tracker in self.trackers:
-            tracker.log_epoch(metrics)
+        with interrupts_deferred():
+            for tracker in self.trackers:
+                tracker.log_epoch(metrics)
 
     def close(self, status: str) -> None:
-        for tracker in self.trackers:
-            tracker.close(status)
+        with interrupts_deferred():
+            for tracker in self.trackers:
+                tracker.close(status)
+
+    def abandon(self, exc: BaseException) -> list[str]:
+        """Close after a failure (KILLED for Ctrl-C, else FAILED). A tracker that cannot record the end
+        is returned as a message rather than raised, so the run's own exception is the one that surfaces."""
+        return close_quietly(self.trackers, exc)
+
+
+def close_quietly(trackers: Iterable[Tracker | MlflowRun], exc: BaseException) -> list[str]:
+    """Close each tracker with the end status of ``exc``; what fails is returned as one line each."""
+    status = "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
+    failures = []
+    for tracker in trackers:
+        try:
+            with interrupts_deferred():
+                tracker.close(status)
+        except Exception as error:  # the tracker's store is unreachable or broken: the run's own error matters more
+            failures.append(f"{type(tracker).__name__} could not record the run as {status}: {str(error).splitlines()[0][:200]}")
+    return failures
 
 
 def open_trackers(names: list[str], run_dir: Path, config_text: str, select: str, history: list[dict], parent_id: str | None = None) -> Trackers:
@@ -216,11 +242,12 @@ def open_trackers(names: list[str], run_dir: Path, config_text: str, select: str
 
     params = flat_params(yaml.safe_load(config_text))
     trackers: list[Tracker] = []
-    for name in names:
-        if name == "tensorboard":
-            trackers.append(TensorBoardTracker(run_dir, config_text, params, select, history))
-        elif name == "mlflow":
-            trackers.append(MlflowTracker(run_dir, params, history, parent_id))
+    with interrupts_deferred():  # the history is replayed in writes that must not be cut (see Trackers)
+        for name in names:
+            if name == "tensorboard":
+                trackers.append(TensorBoardTracker(run_dir, config_text, params, select, history))
+            elif name == "mlflow":
+                trackers.append(MlflowTracker(run_dir, params, history, parent_id))
     return Trackers(trackers)
 
 

@@ -157,6 +157,54 @@ def test_a_tracker_that_missed_an_epoch_is_given_it_on_resume(folder, tmp_path, 
                                           f"tags.`mdn.run_dir` = '{(tmp_path / 'run').resolve()}'")) == 1
 
 
+@pytest.fixture
+def python_ctrl_c():
+    """Python's own Ctrl-C handling in this process (pytest may run as a background job with SIGINT ignored)."""
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, before)
+
+
+@pytest.mark.slow
+def test_ctrl_c_in_the_middle_of_a_trackers_write_waits_for_the_write(folder, tmp_path, monkeypatch, python_ctrl_c):
+    """A SIGINT that arrives while MLflow writes epoch 2 (inside its SQLite transaction, as a real
+    Ctrl-C may) ends the run after that write: the store is not left locked, the run is KILLED with
+    exit 130, and epoch 2 is held whole."""
+    spec_path = write_spec(folder, "mid_write.yaml", epochs=4, train=LOGGERS)
+    log_metrics = tracking.MlflowRun.log_metrics
+
+    def signalled_while_writing(self, values, step):
+        if step == 2:
+            os.kill(os.getpid(), signal.SIGINT)  # delivered now: Python would raise at the next line without the hold
+        log_metrics(self, values, step)
+
+    monkeypatch.setattr(tracking.MlflowRun, "log_metrics", signalled_while_writing)
+    interrupted = mdn("train", spec_path, "-o", tmp_path / "run", "-q")
+    assert interrupted.returncode == 130 and "--resume" in interrupted.stderr and "Traceback" not in interrupted.stderr, interrupted.stderr
+    run_id = mlflow_run_id(tmp_path / "run")
+    assert MlflowClient().get_run(run_id).info.status == "KILLED"
+    assert sorted(m.step for m in MlflowClient().get_metric_history(run_id, "train/loss")) == [1, 2]
+    monkeypatch.setattr(tracking.MlflowRun, "log_metrics", log_metrics)
+    assert mdn("train", spec_path, "-o", tmp_path / "run", "-q", "--resume").returncode == 0
+    assert_records_equal_metrics(tmp_path / "run")
+
+
+def test_a_tracker_that_cannot_record_the_end_does_not_hide_the_interrupt(folder, tmp_path, monkeypatch, python_ctrl_c):
+    from mlflow.exceptions import MlflowException
+
+    def store_gone(self, status):
+        raise MlflowException("the tracking server went away")
+
+    def ctrl_c(self, metrics):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tracking.MlflowRun, "close", store_gone)
+    monkeypatch.setattr(tracking.Trackers, "log_epoch", ctrl_c)
+    result = mdn("train", write_spec(folder, "gone.yaml", epochs=2, train={"loggers": ["mlflow"]}), "-o", tmp_path / "run")
+    assert result.returncode == 130 and "Traceback" not in result.stderr, result.stderr
+    assert "could not record the run as KILLED: the tracking server went away" in result.stderr
+
+
 @pytest.mark.slow
 def test_loggers_added_on_resume_are_given_the_whole_history(folder, tmp_path):
     spec_path = write_spec(folder, "later.yaml", epochs=2)
