@@ -106,7 +106,11 @@ def scalar_tag(key: str) -> str:
 
 
 class MlflowRun:
-    """One MLflow run, created or continued from ``RUNDIR/tracking.json``, through ``MlflowClient``."""
+    """One MLflow run, created or continued from ``RUNDIR/tracking.json``, through ``MlflowClient``.
+
+    Ctrl-C is held while it writes: interrupted inside a transaction, MLflow's SQLite store stays
+    locked, and the run could then not even be marked KILLED.
+    """
 
     def __init__(self, run_dir: Path, params: dict[str, str], parent_id: str | None = None, tags: dict[str, str] | None = None):
         from mlflow.exceptions import MlflowException
@@ -160,16 +164,18 @@ class MlflowRun:
 
         stamp = int(time.time() * 1000)
         items = [Metric(safe_name(tag), value, stamp, step) for tag, value in values.items()]
-        for start in range(0, len(items), 1000):  # at most 1000 metrics per batch
-            self.client.log_batch(self.run_id, metrics=items[start:start + 1000])
+        with interrupts_deferred():  # an epoch's metrics land whole
+            for start in range(0, len(items), 1000):  # at most 1000 metrics per batch
+                self.client.log_batch(self.run_id, metrics=items[start:start + 1000])
 
     def logged_steps(self, key: str) -> set[int]:
         return {metric.step for metric in self.client.get_metric_history(self.run_id, safe_name(key))}
 
     def log_files(self, paths: Iterable[Path]) -> None:
-        for path in paths:
-            if path.is_file():
-                self.client.log_artifact(self.run_id, str(path))
+        with interrupts_deferred():
+            for path in paths:
+                if path.is_file():
+                    self.client.log_artifact(self.run_id, str(path))
 
     def close(self, status: str) -> None:
         with interrupts_deferred():
@@ -198,24 +204,18 @@ class MlflowTracker:
 
 
 class Trackers:
-    """The run's trackers as one: each epoch to all of them; closed with the run's end status.
-
-    Ctrl-C is held while a tracker writes: interrupted inside a transaction, MLflow's SQLite store
-    stays locked, and the run could then not be marked KILLED.
-    """
+    """The run's trackers as one: each epoch to all of them; closed with the run's end status."""
 
     def __init__(self, trackers: list[Tracker]):
         self.trackers = trackers
 
     def log_epoch(self, metrics: dict) -> None:
-        with interrupts_deferred():
-            for tracker in self.trackers:
-                tracker.log_epoch(metrics)
+        for tracker in self.trackers:
+            tracker.log_epoch(metrics)
 
     def close(self, status: str) -> None:
-        with interrupts_deferred():
-            for tracker in self.trackers:
-                tracker.close(status)
+        for tracker in self.trackers:
+            tracker.close(status)
 
     def abandon(self, exc: BaseException) -> list[str]:
         """Close after a failure (KILLED for Ctrl-C, else FAILED). A tracker that cannot record the end
@@ -229,8 +229,7 @@ def close_quietly(trackers: Iterable[Tracker | MlflowRun], exc: BaseException) -
     failures = []
     for tracker in trackers:
         try:
-            with interrupts_deferred():
-                tracker.close(status)
+            tracker.close(status)
         except Exception as error:  # the tracker's store is unreachable or broken: the run's own error matters more
             failures.append(f"{type(tracker).__name__} could not record the run as {status}: {str(error).splitlines()[0][:200]}")
     return failures
@@ -242,12 +241,11 @@ def open_trackers(names: list[str], run_dir: Path, config_text: str, select: str
 
     params = flat_params(yaml.safe_load(config_text))
     trackers: list[Tracker] = []
-    with interrupts_deferred():  # the history is replayed in writes that must not be cut (see Trackers)
-        for name in names:
-            if name == "tensorboard":
-                trackers.append(TensorBoardTracker(run_dir, config_text, params, select, history))
-            elif name == "mlflow":
-                trackers.append(MlflowTracker(run_dir, params, history, parent_id))
+    for name in names:
+        if name == "tensorboard":
+            trackers.append(TensorBoardTracker(run_dir, config_text, params, select, history))
+        elif name == "mlflow":
+            trackers.append(MlflowTracker(run_dir, params, history, parent_id))
     return Trackers(trackers)
 
 

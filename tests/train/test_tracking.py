@@ -171,20 +171,20 @@ def test_ctrl_c_in_the_middle_of_a_trackers_write_waits_for_the_write(folder, tm
     Ctrl-C may) ends the run after that write: the store is not left locked, the run is KILLED with
     exit 130, and epoch 2 is held whole."""
     spec_path = write_spec(folder, "mid_write.yaml", epochs=4, train=LOGGERS)
-    log_metrics = tracking.MlflowRun.log_metrics
+    log_batch = MlflowClient.log_batch
 
-    def signalled_while_writing(self, values, step):
-        if step == 2:
+    def signalled_while_writing(self, run_id, metrics=(), **kwargs):
+        if metrics and metrics[0].step == 2:
             os.kill(os.getpid(), signal.SIGINT)  # delivered now: Python would raise at the next line without the hold
-        log_metrics(self, values, step)
+        return log_batch(self, run_id, metrics=metrics, **kwargs)
 
-    monkeypatch.setattr(tracking.MlflowRun, "log_metrics", signalled_while_writing)
+    monkeypatch.setattr(MlflowClient, "log_batch", signalled_while_writing)
     interrupted = mdn("train", spec_path, "-o", tmp_path / "run", "-q")
     assert interrupted.returncode == 130 and "--resume" in interrupted.stderr and "Traceback" not in interrupted.stderr, interrupted.stderr
     run_id = mlflow_run_id(tmp_path / "run")
     assert MlflowClient().get_run(run_id).info.status == "KILLED"
     assert sorted(m.step for m in MlflowClient().get_metric_history(run_id, "train/loss")) == [1, 2]
-    monkeypatch.setattr(tracking.MlflowRun, "log_metrics", log_metrics)
+    monkeypatch.setattr(MlflowClient, "log_batch", log_batch)
     assert mdn("train", spec_path, "-o", tmp_path / "run", "-q", "--resume").returncode == 0
     assert_records_equal_metrics(tmp_path / "run")
 
