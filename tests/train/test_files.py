@@ -18,23 +18,16 @@ from PIL import Image
 from mdn_cli.config import load_spec
 from mdn_cli.data.synthetic import make_synthetic, make_synthetic_3d
 from mdn_cli.utils.errors import MdnError
-from tests.helpers import SMALL_MDN, copy_study, epoch_metrics, first_of, mdn, no_leftovers, ok
+from tests.helpers import copy_study, epoch_metrics, first_of, mdn, no_leftovers, ok, write_spec
 
 TRANSFORM = [{"normalize": {"mean": 0.2, "std": 0.25}}]
 AUGMENT = [{"flip": {"axes": [0, 1]}}, {"random_crop": {"size": 32, "padding": 2}}]
 
 
 def file_spec(folder: Path, name: str = "spec.yaml", epochs: int = 2, **data) -> Path:
-    spec = {
-        "data": {"path_column": "path", "table": "meta.csv", "id_column": "id", "label": "label", "metadata": ["cf"], "split_column": "split",
-                 "transform": TRANSFORM, "augment": AUGMENT, **data},
-        "model": {"layers": SMALL_MDN},
-        "mdn": {"preserve": ["label"]},
-        "train": {"task": "binary", "epochs": epochs, "batch_size": 16, "lr": 1e-3, "seed": 0, "monitor": "fc1", "num_workers": 0},
-    }
-    path = folder / name
-    path.write_text(yaml.safe_dump(spec, sort_keys=False))
-    return path
+    """``write_spec`` reading the images through the table's path column."""
+    return write_spec(folder, name, epochs=epochs, data={"inputs": None, "path_column": "path", "transform": TRANSFORM, "augment": AUGMENT, **data},
+                      train={"batch_size": 16, "num_workers": 0})
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ from sklearn.metrics import accuracy_score
 
 from mdn_cli.config import load_spec
 from mdn_cli.utils.errors import MdnError
-from tests.helpers import copy_study, epoch_metrics, first_of, mdn, ok, write_audio_only, write_no_frames
+from tests.helpers import copy_study, epoch_metrics, first_of, mdn, ok, write_audio_only, write_no_frames, write_spec
 
 CLIP = {"frames": 4, "stride": 3, "train": "random", "eval_clips": 3}
 LAYERS = [
@@ -34,16 +34,10 @@ MEAN, STD = 0.35, 0.2
 
 
 def video_spec(folder: Path, name: str = "spec.yaml", epochs: int = 2, **data) -> Path:
-    spec = {
-        "data": {"path_column": "path", "table": "meta.csv", "id_column": "id", "label": "label", "metadata": ["cf"], "split_column": "split",
-                 "clip": CLIP, "transform": [{"normalize": {"mean": MEAN, "std": STD}}], "augment": [{"flip": {"axes": [1]}}], **data},
-        "model": {"layers": LAYERS},
-        "mdn": {"preserve": ["label"]},
-        "train": {"task": "binary", "epochs": epochs, "batch_size": 8, "lr": 1e-3, "seed": 0, "monitor": "fc1", "num_workers": 0},
-    }
-    path = folder / name
-    path.write_text(yaml.safe_dump(spec, sort_keys=False))
-    return path
+    """``write_spec`` reading clips of the videos the table's path column names."""
+    return write_spec(folder, name, LAYERS, epochs, train={"batch_size": 8, "num_workers": 0},
+                      data={"inputs": None, "path_column": "path", "clip": CLIP, "transform": [{"normalize": {"mean": MEAN, "std": STD}}],
+                            "augment": [{"flip": {"axes": [1]}}], **data})  # fmt: skip
 
 
 @pytest.fixture(scope="module")
