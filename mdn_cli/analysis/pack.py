@@ -13,8 +13,6 @@ packed spec gives the same numbers as training on the files.
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Callable
 
@@ -30,6 +28,8 @@ from mdn_cli.data.rows import sample_error
 from mdn_cli.data.training import load_training_data
 from mdn_cli.data.transforms import Compose, TransformApplyError, needs_float
 from mdn_cli.utils.errors import MdnError
+from mdn_cli.utils.fileio import atomic_path
+from mdn_cli.utils.interrupts import raise_pending
 
 DIVISORS = {np.dtype(np.uint8): 255, np.dtype(np.uint16): 65535}  # readers.to_float's
 CLIP_NOTE = ("each video is packed as its centre clip: random training starts (clip.train: random) and several evaluation clips "
@@ -53,9 +53,7 @@ def pack(spec: Spec, out_dir: str | Path, progress: Callable[[int, int], None] |
     integer = first.dtype in DIVISORS and not needs_float(transform)
     dtype = first.dtype if integer else np.dtype(np.float32)
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
-    try:
+    with atomic_path(out_dir, directory=True) as tmp:  # renamed onto out_dir, which is new or an empty folder
         with h5py.File(tmp / "inputs.h5", "w") as f:
             width = int(np.prod(shape)) * dtype.itemsize
             x = f.create_dataset("x", shape=(n, *shape), dtype=dtype, chunks=(max(1, min(n, CHUNK_BYTES // max(width, 1))), *shape),
@@ -65,6 +63,7 @@ def pack(spec: Spec, out_dir: str | Path, progress: Callable[[int, int], None] |
             if d.clip is not None:
                 x.attrs.update({"clip_frames": d.clip.frames, "clip_stride": d.clip.stride, "clip_start": "center"})
             for row in range(n):
+                raise_pending()
                 x[row] = _packed_sample(samples, transform, row, dtype, integer, shape).numpy()
                 if progress is not None and (row % 64 == 63 or row == n - 1):
                     progress(row + 1, n)
@@ -77,12 +76,6 @@ def pack(spec: Spec, out_dir: str | Path, progress: Callable[[int, int], None] |
                   "# data.inputs is relative to this file's folder; the table is the original one.\n"
                   + (f"# {CLIP_NOTE}\n" if clip is not None else ""))
         (tmp / "spec.yaml").write_text(header + dump_spec(packed))
-        if out_dir.exists():
-            out_dir.rmdir()  # empty (checked above)
-        tmp.rename(out_dir)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     result = {"output": str(out_dir), "inputs": str(out_dir / "inputs.h5"), "spec": str(out_dir / "spec.yaml"), "n": n,
               "sample_shape": list(shape), "dtype": str(dtype), "divisor": DIVISORS[dtype] if integer else None}
     if d.clip is not None and (d.clip.train != "center" or d.clip.eval_clips != 1):

@@ -1,7 +1,7 @@
 """The `mdn` typer app and what every command shares: consoles, output, formats, the entry point.
 
 Exit codes: 0 success (or audit below threshold), 1 a `--fail-above` threshold exceeded,
-2 usage or input error, 130 interrupted.
+2 usage or input error, 130 interrupted by Ctrl-C, 128 + N ended by signal N (143: SIGTERM).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from rich.console import Console
 from mdn_cli import __version__
 from mdn_cli.utils.errors import MdnError
 
-EXIT_OK, EXIT_THRESHOLD, EXIT_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_OK, EXIT_THRESHOLD, EXIT_INPUT = 0, 1, 2  # interrupted: utils.interrupts.exit_code
 
 app = typer.Typer(
     name="mdn",
@@ -111,15 +111,30 @@ def reuse_freed_memory() -> bool:
 
 
 def main() -> None:
-    """Entry point: input errors become one paragraph on stderr and exit code 2 (traceback with MDN_DEBUG=1)."""
+    """Entry point: input errors become one paragraph on stderr and exit code 2, interrupts 130 or 128 + the signal (tracebacks with MDN_DEBUG=1)."""
+    from mdn_cli.utils.interrupts import exit_code, signals_handled
+
     reuse_freed_memory()
     try:
-        app()
+        with signals_handled():
+            app()
     except MdnError as exc:
         if os.environ.get("MDN_DEBUG") == "1":
             raise
         err_console().print(f"error: {exc.render()}", markup=False)
         sys.exit(EXIT_INPUT)
+    except SystemExit as exc:
+        interrupt = _interrupt_of(exc)
+        if interrupt is None:
+            raise
+        err_console().print("interrupted: no output was written.", markup=False)
+        sys.exit(exit_code(interrupt))
+
+
+def _interrupt_of(exc: SystemExit) -> KeyboardInterrupt | None:
+    """The Ctrl-C or SIGTERM that typer turned into a silent exit 130 (a command that handles it itself, as train does, exits on its own)."""
+    cause = getattr(exc.__context__, "__cause__", None)  # typer: `raise Exit(130) from KeyboardInterrupt`, then sys.exit
+    return cause if isinstance(cause, KeyboardInterrupt) else None
 
 
 def show(rendered, output: Optional[Path]) -> None:

@@ -16,6 +16,7 @@ import numpy as np
 from mdn_cli.data.h5 import open_h5_dataset
 from mdn_cli.stats.validation import NonFiniteError, check_finite
 from mdn_cli.utils.errors import MdnError
+from mdn_cli.utils.interrupts import raise_pending
 
 CHUNK_VALUES = 1 << 24  # values per chunk read (64 MB in float32)
 
@@ -41,6 +42,7 @@ class FeatureFile:
         with h5py.File(self.path, "r") as f:
             ds = f[self.dataset]
             for start in range(0, self.shape[0], rows):
+                raise_pending()
                 part = slice(start, min(start + rows, self.shape[0]))
                 block = np.asarray(ds[part], dtype=dtype).reshape(part.stop - part.start, -1)
                 try:

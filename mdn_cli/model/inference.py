@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from mdn_cli.nn import layer_outputs, metadata
+from mdn_cli.utils.interrupts import raise_pending
 
 
 def eval_batches(network: nn.Module, batches: Iterable[tuple], device: torch.device,
@@ -29,6 +30,7 @@ def eval_batches(network: nn.Module, batches: Iterable[tuple], device: torch.dev
     try:
         with torch.no_grad(), layer_outputs(watched) as captured:
             for batch in batches:
+                raise_pending()  # a Ctrl-C that a destructor swallowed still ends the pass
                 x, design = batch[1], batch[2]
                 x, design = flatten_views(x, design, views)
                 with metadata(network, design.to(device)):

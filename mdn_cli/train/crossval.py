@@ -25,7 +25,7 @@ from mdn_cli.train.history import flat_metrics
 from mdn_cli.train.loop import Progress, train
 from mdn_cli.train.tracking import MlflowRun, check_loggers, close_quietly, flat_params
 from mdn_cli.utils.errors import MdnError, did_you_mean
-from mdn_cli.utils.fileio import atomic_path, atomic_write_text, read_json
+from mdn_cli.utils.fileio import atomic_path, atomic_write_text, directory_lock, read_json
 
 CV_FILE = "cv.json"
 
@@ -102,58 +102,59 @@ def cross_validate(
     if spec.data.stage_column is not None:
         raise MdnError("a staged run (data.stage_column) is not cross-validated: its stages are trained in order, each on its own rows.",
                        where="--folds", hint="leave out --folds, or remove data.stage_column.")
-    if not resume and (is_cv_run(run_dir) or any(run_dir.glob("fold-*/checkpoints/last.pt"))):
-        raise MdnError("this run directory already holds a cross-validation.", where=str(run_dir), hint="add --resume to continue it, or choose another -o.")
-    table, folds, pool, test = _assignments(spec, k, group_column, repeats)
-    check_loggers(spec.train.loggers)
-    runs, parent = [], None
-    for repeat, assignment in enumerate(folds):
-        for j in range(k):
-            index = repeat * k + j
-            fold_dir = run_dir / f"fold-{index}"
-            rows = _fold_table(table, spec.data.id_column, pool, test, np.flatnonzero(assignment == j))
-            split_file = fold_dir / "folds.csv"
-            fold_dir.mkdir(parents=True, exist_ok=True)
-            if split_file.exists() and not pd.read_csv(split_file, dtype=str).equals(rows.astype(str)):
-                raise MdnError("the fold's rows differ from the ones this cross-validation was started with.", where=str(split_file),
-                               hint="resume with the same spec, --folds, --repeats and --group-column, or choose another -o.")  # fmt: skip
-            with atomic_path(split_file) as tmp:
-                rows.to_csv(tmp, index=False)
-            runs.append({"fold": index, "repeat": repeat, "run_dir": fold_dir.name,
-                         "n_train": int((rows["split"] == "train").sum()), "n_val": int((rows["split"] == "val").sum())})  # fmt: skip
-            if _finished(fold_dir, spec.train.epochs):
-                continue
-            if on_fold is not None:
-                on_fold(index, k * repeats)
-            fold_spec = spec.model_copy(update={"data": spec.data.model_copy(update={"split_file": split_file.resolve()})})
-            if parent is None and "mlflow" in spec.train.loggers:  # one MLflow run for the cross-validation, a child run per fold
-                parent = MlflowRun(run_dir, flat_params(yaml.safe_load(dump_spec(spec))), tags={"mdn.folds": str(k), "mdn.repeats": str(repeats)})
-            try:
-                train(fold_spec, fold_dir, resume=(fold_dir / "checkpoints" / "last.pt").exists(), progress=progress,
-                      parent_run=parent.run_id if parent else None)  # fmt: skip
-            except BaseException as exc:
-                for failure in close_quietly([parent] if parent is not None else [], exc):
-                    if progress is not None:
-                        progress("message", text=failure)
-                raise
-    result = {
-        "folds": k,
-        "repeats": repeats,
-        "group_column": group_column,
-        "seed": spec.train.seed,
-        "n_test": int(len(test)),
-        "epoch": "last",
-        "runs": runs,
-    }
-    result["summary"] = summarise(run_dir, runs)
-    atomic_write_text(run_dir / CV_FILE, json.dumps(result, indent=2) + "\n")
-    if "mlflow" in spec.train.loggers:
-        parent = parent or MlflowRun(run_dir, flat_params(yaml.safe_load(dump_spec(spec))))
-        parent.log_metrics({f"cv/{name}/{stat}": value for name, stats in result["summary"].items()
-                            for stat, value in stats.items() if stat in ("mean", "sd") and value is not None}, 0)  # fmt: skip
-        parent.log_files([run_dir / CV_FILE])
-        parent.close("FINISHED")
-    return result
+    with directory_lock(run_dir, "cross-validating"):
+        if not resume and (is_cv_run(run_dir) or any(run_dir.glob("fold-*/checkpoints/last.pt"))):
+            raise MdnError("this run directory already holds a cross-validation.", where=str(run_dir), hint="add --resume to continue it, or choose another -o.")
+        table, folds, pool, test = _assignments(spec, k, group_column, repeats)
+        check_loggers(spec.train.loggers)
+        runs, parent = [], None
+        for repeat, assignment in enumerate(folds):
+            for j in range(k):
+                index = repeat * k + j
+                fold_dir = run_dir / f"fold-{index}"
+                rows = _fold_table(table, spec.data.id_column, pool, test, np.flatnonzero(assignment == j))
+                split_file = fold_dir / "folds.csv"
+                fold_dir.mkdir(parents=True, exist_ok=True)
+                if split_file.exists() and not pd.read_csv(split_file, dtype=str).equals(rows.astype(str)):
+                    raise MdnError("the fold's rows differ from the ones this cross-validation was started with.", where=str(split_file),
+                                   hint="resume with the same spec, --folds, --repeats and --group-column, or choose another -o.")  # fmt: skip
+                with atomic_path(split_file) as tmp:
+                    rows.to_csv(tmp, index=False)
+                runs.append({"fold": index, "repeat": repeat, "run_dir": fold_dir.name,
+                             "n_train": int((rows["split"] == "train").sum()), "n_val": int((rows["split"] == "val").sum())})  # fmt: skip
+                if _finished(fold_dir, spec.train.epochs):
+                    continue
+                if on_fold is not None:
+                    on_fold(index, k * repeats)
+                fold_spec = spec.model_copy(update={"data": spec.data.model_copy(update={"split_file": split_file.resolve()})})
+                if parent is None and "mlflow" in spec.train.loggers:  # one MLflow run for the cross-validation, a child run per fold
+                    parent = MlflowRun(run_dir, flat_params(yaml.safe_load(dump_spec(spec))), tags={"mdn.folds": str(k), "mdn.repeats": str(repeats)})
+                try:
+                    train(fold_spec, fold_dir, resume=(fold_dir / "checkpoints" / "last.pt").exists(), progress=progress,
+                          parent_run=parent.run_id if parent else None)  # fmt: skip
+                except BaseException as exc:
+                    for failure in close_quietly([parent] if parent is not None else [], exc):
+                        if progress is not None:
+                            progress("message", text=failure)
+                    raise
+        result = {
+            "folds": k,
+            "repeats": repeats,
+            "group_column": group_column,
+            "seed": spec.train.seed,
+            "n_test": int(len(test)),
+            "epoch": "last",
+            "runs": runs,
+        }
+        result["summary"] = summarise(run_dir, runs)
+        atomic_write_text(run_dir / CV_FILE, json.dumps(result, indent=2) + "\n")
+        if "mlflow" in spec.train.loggers:
+            parent = parent or MlflowRun(run_dir, flat_params(yaml.safe_load(dump_spec(spec))))
+            parent.log_metrics({f"cv/{name}/{stat}": value for name, stats in result["summary"].items()
+                                for stat, value in stats.items() if stat in ("mean", "sd") and value is not None}, 0)  # fmt: skip
+            parent.log_files([run_dir / CV_FILE])
+            parent.close("FINISHED")
+        return result
 
 
 def _finished(fold_dir: Path, epochs: int) -> bool:

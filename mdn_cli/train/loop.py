@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import time
 from pathlib import Path
 from typing import Callable
@@ -28,7 +29,8 @@ from mdn_cli.train.stages import STAGES_FILE, plan, score_stages, stage_report
 from mdn_cli.train.tracking import Trackers, open_trackers
 from mdn_cli.utils import distributed
 from mdn_cli.utils.errors import MdnError
-from mdn_cli.utils.fileio import atomic_write_text, interrupts_deferred
+from mdn_cli.utils.fileio import atomic_write_text, directory_lock
+from mdn_cli.utils.interrupts import interrupts_deferred
 
 Progress = Callable[..., None]
 
@@ -367,13 +369,17 @@ class Trainer:
 def train(spec: Spec, run_dir: str | Path, *, resume: bool = False, progress: Progress | None = None, parent_run: str | None = None) -> dict:
     """Train ``spec`` into ``run_dir`` (or continue it with ``resume``); return the summary.
 
+    The directory is locked while training: a second process on it stops with an MdnError.
+
     ``parent_run``: the MLflow run id this run is logged under (a cross-validation's).
     """
     run_dir = Path(run_dir)
-    check_run_dir(run_dir, resume)
-    with distributed.session(spec.train.device):
-        run = build_run(spec)
-        trainer = Trainer(run, run_dir, progress, parent_run)
-        if resume:
-            trainer.resume()
-        return trainer.fit()
+    writer = int(os.environ.get("RANK", "0")) == 0  # under DDP only rank 0 writes, and holds the lock
+    with directory_lock(run_dir, "training") if writer else contextlib.nullcontext():
+        check_run_dir(run_dir, resume)
+        with distributed.session(spec.train.device):
+            run = build_run(spec)
+            trainer = Trainer(run, run_dir, progress, parent_run)
+            if resume:
+                trainer.resume()
+            return trainer.fit()

@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Any, Iterable, Protocol
 
 from mdn_cli.utils.errors import MdnError
-from mdn_cli.utils.fileio import atomic_write_text, interrupts_deferred, read_json
+from mdn_cli.utils.fileio import atomic_write_text, read_json
+from mdn_cli.utils.interrupts import interrupts_deferred
 
 TRACKING_FILE = "tracking.json"
 DEFAULT_EXPERIMENT = "mdn"

@@ -3,26 +3,40 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
+import shutil
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator, Mapping
 
 from mdn_cli.utils.errors import MdnError
+from mdn_cli.utils.interrupts import raise_pending
+
+TMP_SUFFIX = ".tmp"
+LOCK_NAME = ".lock"  # held by `directory_lock` while a process writes a run directory
 
 
 @contextlib.contextmanager
-def atomic_path(target: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
-    """Yield a temporary path beside ``target``; rename it onto ``target`` only on success."""
+def atomic_path(target: str | os.PathLike, suffix: str = "", directory: bool = False) -> Iterator[Path]:
+    """Yield a temporary path beside ``target`` (an empty folder with ``directory``); rename it onto ``target`` only on success.
+
+    The temporary name carries the writer's pid (``.NAME.<pid>-XXXX.tmp``): one left by a killed
+    writer (kill -9, a power cut) is removed by the next write of the same target.
+    """
     target = Path(target)
     parent = target.parent if str(target.parent) else Path(".")
     try:
         parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix + ".tmp", dir=parent)
-        os.close(fd)
+        remove_stale_temporaries(target)
+        make = tempfile.mkdtemp if directory else tempfile.mkstemp
+        made = make(prefix=f".{target.name}.{os.getpid()}-", suffix=suffix + TMP_SUFFIX, dir=parent)
+        tmp = made if directory else made[1]
+        if not directory:
+            os.close(made[0])
         umask = os.umask(0)
         os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual permissions
+        os.chmod(tmp, (0o777 if directory else 0o666) & ~umask)  # mkstemp makes 0600; give the file the usual permissions
     except OSError as exc:
         raise MdnError(
             f"cannot write here ({exc.strerror}).",
@@ -32,10 +46,41 @@ def atomic_path(target: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        raise_pending()  # a Ctrl-C swallowed by a destructor during the write: no rename
         os.replace(tmp_path, target)
     finally:
-        if tmp_path.exists():
-            tmp_path.unlink()
+        _remove(tmp_path)
+
+
+def remove_stale_temporaries(target: str | os.PathLike) -> list[Path]:
+    """Remove the temporaries of ``target`` whose writing process is gone; return them."""
+    target = Path(target)
+    parent = target.parent if str(target.parent) else Path(".")
+    removed = []
+    for candidate in parent.glob(f".{glob.escape(target.name)}.*{TMP_SUFFIX}"):
+        pid = candidate.name[len(target.name) + 2 :].split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            _remove(candidate)
+            removed.append(candidate)
+    return removed
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def atomic_write_text(target: str | os.PathLike, text: str) -> None:
@@ -56,24 +101,75 @@ def read_json(path: str | os.PathLike, hint: str):
         raise MdnError(f"not valid JSON ({exc}).", where=str(path), hint=hint) from None
 
 
-@contextlib.contextmanager
-def interrupts_deferred() -> Iterator[None]:
-    """Hold Ctrl-C until the block is done, so that files written together stay consistent.
-
-    Only Python's own Ctrl-C handling is deferred: a SIGINT that is ignored (``nohup``, a
-    background job) or handled by the caller's own handler is left as it is.
-    """
-    import signal
-    import threading
-
-    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
-        yield
-        return
-    received: list[int] = []
-    signal.signal(signal.SIGINT, lambda signum, _frame: received.append(signum))
+def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """Whether two paths name one file (links and ``..`` resolved; hard links when both exist)."""
     try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return os.path.realpath(a) == os.path.realpath(b)
+
+
+def check_outputs(outputs: Mapping[str, str | os.PathLike | None], inputs: Mapping[str, str | os.PathLike | None] | None = None, *,
+                  replace: bool = True, owned: Mapping[str, Iterable[str | os.PathLike]] | None = None) -> None:
+    """Refuse outputs that would destroy data, before anything is computed: the one home of these checks.
+
+    ``outputs`` and ``inputs`` map an option's name (``-o``, ``TABLE``) to its path (None, or '-'
+    for a standard stream, is skipped). An output may not be an input, another output, or one of
+    the files ``owned`` lists (a run's checkpoints and data, by owner). With ``replace`` false an
+    existing file is refused too (the commands whose outputs are costly to remake: --force).
+    """
+    given = {name: Path(path) for name, path in outputs.items() if path is not None and str(path) != "-"}
+    sources = {name: Path(path) for name, path in (inputs or {}).items() if path is not None and str(path) != "-"}
+    for i, (name, path) in enumerate(given.items()):
+        if path.is_dir():
+            raise MdnError("is a directory; expected the path of a file to write.", where=f"{name} {path}", hint="add a file name.")
+        for source_name, source in sources.items():
+            if same_file(path, source):
+                raise MdnError(f"is also {source_name}, an input of this command: writing it would destroy the input.", where=f"{name} {path}",
+                               hint="write to another path.")
+        for other_name, other in list(given.items())[:i]:
+            if same_file(path, other):
+                raise MdnError(f"is also {other_name}: one output would overwrite the other.", where=f"{name} {path}", hint="give each output its own path.")
+        for owner, files in (owned or {}).items():
+            if any(same_file(path, file) for file in files):
+                raise MdnError(f"is one of the files of {owner}: writing it would destroy it.", where=f"{name} {path}", hint="write to another path.")
+        if not replace and path.exists():
+            raise MdnError("exists.", where=f"{name} {path}", hint="add --force to replace it, or choose another path.")
+
+
+@contextlib.contextmanager
+def directory_lock(folder: str | os.PathLike, what: str) -> Iterator[None]:
+    """Hold ``folder`` for this process alone (``flock``, released by the kernel even on kill -9).
+
+    A second process gets an MdnError naming the folder; ``what`` says what the holder is doing.
+    A folder this call made, and that holds only the lock when the block ends (a run that failed
+    before writing anything), is removed again.
+    """
+    import fcntl
+
+    folder = Path(folder)
+    created = not folder.exists()
+    lock_path = folder / LOCK_NAME
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as exc:
+        raise MdnError(f"cannot write here ({exc.strerror}).", where=str(folder), hint="choose a writable output directory.") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+        os.close(fd)
+        raise MdnError(f"another process{f' (pid {holder})' if holder.isdigit() else ''} is {what} in this directory.", where=str(folder),
+                       hint="wait for it to finish, or choose another output directory.") from None
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
         yield
     finally:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-    if received:
-        raise KeyboardInterrupt
+        with contextlib.suppress(OSError):
+            if created and [p.name for p in folder.iterdir()] == [LOCK_NAME]:
+                lock_path.unlink()
+                folder.rmdir()
+        os.close(fd)
+

@@ -18,7 +18,8 @@ def sigint_handler():
 
 
 def test_ctrl_c_during_an_epochs_writes_waits_for_them(tmp_path, sigint_handler):
-    from mdn_cli.utils.fileio import atomic_write_text, interrupts_deferred
+    from mdn_cli.utils.fileio import atomic_write_text
+    from mdn_cli.utils.interrupts import interrupts_deferred
 
     sigint_handler(signal.default_int_handler)
     with pytest.raises(KeyboardInterrupt):
@@ -31,7 +32,8 @@ def test_ctrl_c_during_an_epochs_writes_waits_for_them(tmp_path, sigint_handler)
 
 
 def test_an_ignored_ctrl_c_stays_ignored(tmp_path, sigint_handler):
-    from mdn_cli.utils.fileio import atomic_write_text, interrupts_deferred
+    from mdn_cli.utils.fileio import atomic_write_text
+    from mdn_cli.utils.interrupts import interrupts_deferred
 
     sigint_handler(signal.SIG_IGN)  # as under nohup or in a background job
     with interrupts_deferred():

@@ -77,6 +77,9 @@ def audit(
     from mdn_cli.analysis.audit import run_audit
     from mdn_cli.cli.render_audit import render_csv, render_json, render_markdown, render_table, verdict
     from mdn_cli.utils.distributed import resolve_device
+    from mdn_cli.utils.fileio import check_outputs
+
+    check_outputs({"-o": output}, {"FEATURES.h5": features, "TABLE": table})
 
     if table == "-" and sys.stdin.isatty():
         raise MdnError("TABLE is - but nothing is piped to stdin.", where="TABLE", hint="pipe a CSV in, or pass its path.")

@@ -34,14 +34,17 @@ def evaluate(
     bootstrap intervals, and the monitored layer's dcor² with the metadata per class.
 
     The result is also kept in the run as RUNDIR/eval/<split>-<checkpoint>.json (`mdn report`
-    shows it). Numeric --by columns are cut into --bins quantile groups.
+    shows it). Numeric --by columns are cut into --bins quantile groups. -o and --predictions
+    are replaced when they exist (as a shell's `>` would), but never an input or a file of the run.
 
     Example: mdn evaluate runs/mdn --split test --by cf --bootstrap 1000 --predictions preds.csv
     """
     from mdn_cli.analysis.evaluate import evaluate_run, log_result, save_result
     from mdn_cli.cli.render_evaluate import render_evaluation
-    from mdn_cli.utils.fileio import atomic_path
+    from mdn_cli.config.run_files import run_files
+    from mdn_cli.utils.fileio import atomic_path, check_outputs
 
+    check_outputs({"-o": output, "--predictions": predictions}, {"--inputs": inputs, "--table": table}, owned={f"run directory {run_dir}": run_files(run_dir)})
     evaluation = evaluate_run(run_dir, split=split, checkpoint=checkpoint, inputs=inputs, table=table, device=device.value if device else None,
                               by=by or None, bins=bins, layer=layer, n_boot=bootstrap, seed=seed, level=level, batch_size=batch_size)  # fmt: skip
     if predictions is not None:

@@ -27,6 +27,7 @@ def extract(
     table: Optional[str] = typer.Option(None, "--table", help="The table of --inputs (.csv, .tsv or .parquet with the spec's metadata columns; - for CSV on stdin). Alone for a run that reads files: the table names them in the spec's path column."),
     meta_out: Optional[Path] = typer.Option(None, "--meta-out", help="Also write the matching table rows (id, label, metadata) as CSV."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Rows per forward pass (default: the spec's)."),
+    force: bool = typer.Option(False, "--force", help="Replace -o and --meta-out when they exist."),
     per_clip: bool = typer.Option(False, "--per-clip", help="Videos: one row per evaluation clip (with a `clip` column), not the mean of a video's clips."),
     device: Optional[Device] = typer.Option(None, "--device", help="Where the model runs (default: the spec's train.device)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
@@ -36,7 +37,8 @@ def extract(
 
     MDN layers run in eval mode with their running beta and each row's metadata, as in the
     paper. The file is self-describing (layer, run, checkpoint, spec hash, split, tool version)
-    and written under a temporary name, then renamed. With --meta-out, `mdn audit` takes the pair.
+    and written under a temporary name, then renamed; an existing file is replaced only with
+    --force, and never an input or a file of the run. With --meta-out, `mdn audit` takes the pair.
     A video's row is the mean of its evaluation clips' features (data.clip.eval_clips); --per-clip
     writes every clip.
 
@@ -44,10 +46,14 @@ def extract(
     Example: mdn extract runs/png --layer fc1 --table new.csv -o new_fc1.h5   (a run that reads files)
     """
     from mdn_cli.analysis.extract import extract as run_extract
+    from mdn_cli.config.run_files import run_files
     from mdn_cli.model.checkpoint import load_run
     from mdn_cli.model.rows import new_source, split_source
+    from mdn_cli.utils.fileio import check_outputs
 
     loaded = load_run(run_dir, checkpoint, device.value if device else None)
+    check_outputs({"-o": output, "--meta-out": meta_out}, {"--inputs": inputs, "--table": table, "--checkpoint": loaded.checkpoint},
+                  replace=force, owned={f"run directory {run_dir}": run_files(run_dir)})
     for name in layer:
         loaded.network.feature_module(name, where="--layer", target=str(run_dir))  # unknown names fail here, before any output exists
     source = new_source(loaded, inputs, table) or split_source(loaded, split)

@@ -35,7 +35,10 @@ def report(
     """
     from mdn_cli.analysis.report import RunRecord, load_audit
     from mdn_cli.cli.render import render_report
+    from mdn_cli.config.run_files import run_files
+    from mdn_cli.utils.fileio import check_outputs
 
+    check_outputs({"-o": output, "--plot": plot}, {f"--audit {a}": a for a in audits}, owned={f"run directory {d}": run_files(d) for d in run_dirs or []})
     if epoch not in ("last", "best"):
         raise MdnError(f"--epoch must be last or best, not {epoch!r}.", where="--epoch", hint=None)
     if not run_dirs and not audits:

@@ -32,6 +32,7 @@ def residualize(
     ridge: float = typer.Option(0.0, "--ridge", min=0.0, help="Ridge for near-collinear designs (as mdn.ridge)."),
     save_model: Optional[Path] = typer.Option(None, "--save-model", help="Save the fitted model as JSON, to apply to other files with --model."),
     model: Optional[Path] = typer.Option(None, "--model", help="Apply a saved model instead of fitting one."),
+    force: bool = typer.Option(False, "--force", help="Replace -o and --save-model when they exist."),
     fmt: OutputFormat = typer.Option(OutputFormat.table, "--format", help="Format of the summary on stdout."),
 ) -> None:
     """Remove metadata's linear effect from stored features: MDN's regression, whole-set, after the fact.
@@ -43,6 +44,9 @@ def residualize(
     """
     from mdn_cli.analysis import residualize as rz
     from mdn_cli.data.features import open_features
+    from mdn_cli.utils.fileio import check_outputs
+
+    check_outputs({"-o": output, "--save-model": save_model}, {"FEATURES.h5": features_path, "TABLE": table, "--model": model}, replace=force)
 
     if model is not None and (columns or preserve or categorical or fit_on):
         raise MdnError("--model applies a fitted model; --columns, --preserve, --categorical and --fit-on belong to fitting.", where="--model", hint="drop them, or drop --model to fit anew.")

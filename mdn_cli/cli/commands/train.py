@@ -10,7 +10,6 @@ from typing import Optional
 import typer
 
 from mdn_cli.cli.app import (
-    EXIT_INTERRUPTED,
     SET_OPT,
     SPEC_ARG,
     Device,
@@ -22,6 +21,7 @@ from mdn_cli.cli.app import (
     show,
 )
 from mdn_cli.utils.errors import MdnError
+from mdn_cli.utils.interrupts import exit_code
 
 
 @app.command()
@@ -114,9 +114,9 @@ def train(
     try:
         with TrainingProgress(err_console(), enabled=not quiet) as progress:
             summary = run_training(spec, output, resume=resume, progress=progress)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         err_console().print(f"interrupted: {output}/checkpoints/last.pt holds the last finished epoch; continue with --resume.", markup=False)
-        raise typer.Exit(EXIT_INTERRUPTED) from None
+        raise typer.Exit(exit_code(exc)) from None
     if not summary:  # a DDP rank other than 0: rank 0 reports
         return
     if fmt == OutputFormat.json:
@@ -144,7 +144,7 @@ def _cross_validate(spec, output: Path, folds: int, group_column, repeats: int, 
         with TrainingProgress(console, enabled=not quiet) as progress:
             result = cross_validate(spec, output, folds, group_column=group_column, repeats=repeats, resume=resume, progress=progress,
                                     on_fold=None if quiet else lambda i, n: console.print(f"fold {i + 1}/{n}", markup=False))  # fmt: skip
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         console.print(f"interrupted: finished folds are kept in {output}; continue the others with --resume.", markup=False)
-        raise typer.Exit(EXIT_INTERRUPTED) from None
+        raise typer.Exit(exit_code(exc)) from None
     show(render_cv(result, fmt.value), None)
