@@ -43,12 +43,12 @@ def _color_enabled(stream) -> bool:
 
 def err_console() -> Console:
     """Console for progress and messages: stderr, colour only on a TTY without NO_COLOR."""
-    return Console(stderr=True, no_color=not _color_enabled(sys.stderr), highlight=False, soft_wrap=True)
+    return Console(stderr=True, no_color=not _color_enabled(sys.stderr), highlight=False, soft_wrap=True, emoji=False)
 
 
 def out_console() -> Console:
     """Console for data on stdout (tables), colour only on a TTY without NO_COLOR."""
-    return Console(no_color=not _color_enabled(sys.stdout), highlight=False, soft_wrap=True)
+    return Console(no_color=not _color_enabled(sys.stdout), highlight=False, soft_wrap=True, emoji=False)
 
 
 class Device(str, Enum):
@@ -143,7 +143,7 @@ def show(rendered, output: Optional[Path]) -> None:
         emit(rendered, output)
     elif output is not None:
         buffer = io.StringIO()
-        Console(file=buffer, no_color=True, width=160).print(rendered)
+        Console(file=buffer, no_color=True, width=160, emoji=False).print(rendered)
         emit(buffer.getvalue(), output)
     else:
         out_console().print(rendered)

@@ -13,7 +13,7 @@ from typing import Iterator
 import h5py
 import numpy as np
 
-from mdn_cli.data.h5 import open_h5_dataset
+from mdn_cli.data.h5 import open_h5_dataset, read_ids
 from mdn_cli.stats.validation import NonFiniteError, check_finite
 from mdn_cli.utils.errors import MdnError
 from mdn_cli.utils.interrupts import raise_pending
@@ -59,27 +59,16 @@ class FeatureFile:
         return matrix
 
 
-def _decoded(raw: np.ndarray) -> np.ndarray:
-    return np.array([v.decode() if isinstance(v, bytes) else v for v in raw.tolist()]) if raw.dtype.kind in "OS" else raw
-
-
 def open_features(path: str | Path, dataset: str = "features") -> FeatureFile:
     """Open ``dataset`` of ``path``; its ids are the ``ids`` dataset beside it, else at the root."""
     path = Path(path)
-    with open_h5_dataset(path, dataset, option="--dataset") as node:
+    with open_h5_dataset(path, dataset, option="--dataset", min_ndim=1) as node:
         shape = tuple(int(size) for size in node.shape)
-        if node.ndim < 1 or shape[0] == 0:
-            raise MdnError(f"dataset {dataset!r} has no samples (shape {shape}).", where=str(path), hint="expected (n_samples, features...).")
         handle = node.file
         parent = node.parent.name.strip("/")
-        ids = None
-        for candidate in (f"{parent}/ids" if parent else None, "ids"):
-            if candidate and candidate in handle and candidate != dataset:
-                ids = _decoded(handle[candidate][()])
-                break
+        ids_name = next((c for c in (f"{parent}/ids" if parent else None, "ids") if c and c in handle and c != dataset), None)
         attrs = {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in handle.attrs.items()}
-        clips = handle["clip"][()] if "clip" in handle and ids is not None and dataset != "clip" else None
-    for name, values in (("ids", ids), ("clip", clips)):
-        if values is not None and len(values) != shape[0]:
-            raise MdnError(f"{name!r} has {len(values)} entries for {shape[0]} samples.", where=str(path), hint="the file is inconsistent; extract it again.")
+        has_clips = "clip" in handle and ids_name is not None and dataset != "clip"
+    ids = read_ids(path, ids_name, shape[0]) if ids_name else None
+    clips = read_ids(path, "clip", shape[0]) if has_clips else None
     return FeatureFile(path, dataset, shape, ids, attrs, clips)

@@ -10,7 +10,7 @@ import h5py
 import numpy as np
 import torch
 
-from mdn_cli.stats.validation import listing
+from mdn_cli.stats.validation import NonFiniteError, check_finite, listing
 from mdn_cli.utils.errors import MdnError
 
 IN_MEMORY_LIMIT = 2 * 1024**3  # inputs larger than this are read from disk batch by batch
@@ -19,13 +19,17 @@ CHUNK_BYTES = 1 << 20  # HDF5 chunks of about 1 MiB: good gzip ratio, small chun
 
 
 @contextlib.contextmanager
-def open_h5_dataset(path: str | Path, dataset: str, option: str | None = None, hint: str | None = None) -> Iterator[h5py.Dataset]:
+def open_h5_dataset(path: str | Path, dataset: str, option: str | None = None, hint: str | None = None,
+                    min_ndim: int | None = None) -> Iterator[h5py.Dataset]:
     """An HDF5 file's dataset, or an MdnError naming the file and the datasets it does have.
 
     ``option`` is how the user names another dataset (``--dataset``, ``data.dataset``): the hint
-    then shows it with an example; else ``hint`` is given as is.
+    then shows it with an example; else ``hint`` is given as is. With ``min_ndim`` the dataset
+    must hold samples: numbers, at least that many axes, at least one row.
     """
     path = Path(path)
+    if path.is_dir():
+        raise MdnError("is a directory; expected an HDF5 file.", where=str(path), hint="give the .h5 file itself.")
     if not path.is_file():
         raise MdnError("file not found.", where=str(path), hint="check the path.")
     try:
@@ -42,7 +46,20 @@ def open_h5_dataset(path: str | Path, dataset: str, option: str | None = None, h
             if option is not None:
                 hint = f"choose one with {option}" + (f" (e.g. {option} {names[0]})." if names else ".")
             raise MdnError(f"{what} (has: {listing(names, 10) or 'none'}).", where=str(path), hint=hint)
+        if min_ndim is not None:
+            check_samples(node, f"{path}:{dataset}", min_ndim)
         yield node
+
+
+def check_samples(ds: h5py.Dataset, where: str, min_ndim: int) -> None:
+    """The one check of a stored array of samples: numbers, samples on axis 0, at least one."""
+    if ds.dtype.kind not in "biuf":
+        raise MdnError(f"holds {ds.dtype} values; expected numbers.", where=where, hint="store the samples as a numeric array (e.g. float32 or uint8).")
+    if ds.ndim < min_ndim:
+        raise MdnError(f"has shape {ds.shape}; expected (n_samples, {'features' if min_ndim == 1 else '...'}).", where=where,
+                       hint="samples go on the first axis.")
+    if ds.shape[0] == 0:
+        raise MdnError(f"has no samples (shape {ds.shape}).", where=where, hint="the file holds no rows; write it again.")
 
 
 
@@ -57,16 +74,27 @@ class H5Rows:
     samples equal the files' to the bit.
     """
 
-    def __init__(self, path: str | Path, dataset: str):
+    def __init__(self, path: str | Path, dataset: str, ids_dataset: str | None = None):
         self.path, self.dataset = str(path), dataset
-        with open_h5_dataset(self.path, dataset, option="data.dataset") as ds:
+        with open_h5_dataset(self.path, dataset, option="data.dataset", min_ndim=2) as ds:
             self.shape, self.dtype = tuple(ds.shape), ds.dtype
+        self.ids = read_ids(self.path, ids_dataset, self.shape[0]) if ids_dataset else None
+        with h5py.File(self.path, "r") as f:
+            ds = f[dataset]
             divisor = ds.attrs.get(DIVISOR_ATTR)
             self._divisor = None if divisor is None else np.float32(divisor)
-            self._memory = self._read_all(ds) if ds.size * 4 <= IN_MEMORY_LIMIT else None
-        if len(self.shape) < 2:
-            raise MdnError(f"dataset {dataset!r} has shape {self.shape}; expected (n_samples, ...).", where=self.path, hint=None)
+            self._memory = self._checked(self._read_all(ds), np.arange(self.shape[0])) if ds.size * 4 <= IN_MEMORY_LIMIT else None
         self._file: h5py.File | None = None
+
+    def _checked(self, block: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        try:
+            check_finite(block)
+        except NonFiniteError as exc:
+            bad = rows[exc.rows]
+            names = bad.tolist() if self.ids is None else self.ids[bad].tolist()
+            raise MdnError(f"holds NaN or Inf in {len(bad)} sample(s) ({'ids' if self.ids is not None else 'rows'} {listing(names)}).",
+                           where=f"{self.path}:{self.dataset}", hint="fix or drop those samples.") from None
+        return block
 
     def _read_all(self, ds) -> np.ndarray:
         out = np.empty(ds.shape, dtype=np.float32)
@@ -90,16 +118,29 @@ class H5Rows:
         block = np.ascontiguousarray(self._file[self.dataset][unique][inverse.reshape(-1)], dtype=np.float32)
         if self._divisor is not None:
             block /= self._divisor
-        return torch.from_numpy(block)
+        return torch.from_numpy(self._checked(block, rows))
 
 
 
-def read_ids(path: str | Path, dataset: str) -> np.ndarray | None:
+def read_ids(path: str | Path, dataset: str, n: int) -> np.ndarray | None:
+    """The ``n`` samples' ids (text or integers, one per sample), or None when the file has no such dataset."""
     with h5py.File(path, "r") as f:
-        if dataset not in f:
+        node = f.get(dataset)
+        if node is None:
             return None
-        ids = f[dataset][:]
-    return np.array([v.decode() if isinstance(v, bytes) else v for v in ids]) if ids.dtype.kind in "OS" else ids
+        where = f"{path}:{dataset}"
+        if not isinstance(node, h5py.Dataset) or node.ndim != 1 or node.dtype.kind not in "OSUiu":
+            raise MdnError(f"holds {node.dtype if isinstance(node, h5py.Dataset) else 'a group'} of shape {getattr(node, 'shape', None)}; expected one id per sample.",
+                           where=where, hint="store the ids as a 1-D array of strings or integers.")
+        if len(node) != n:
+            raise MdnError(f"has {len(node)} ids for {n} samples.", where=where, hint="every sample needs exactly one id; write the file again.")
+        ids = node[:]
+    return decoded(ids)
+
+
+def decoded(raw: np.ndarray) -> np.ndarray:
+    """Stored strings as text (h5py gives bytes), numbers as they are."""
+    return np.array([v.decode() if isinstance(v, bytes) else v for v in raw.tolist()]) if raw.dtype.kind in "OS" else raw
 
 
 

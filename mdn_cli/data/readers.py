@@ -83,9 +83,13 @@ def read_raw(path: str | Path, channels: int | None = None) -> np.ndarray:
     if not os.path.isfile(path):
         raise SampleReadError("file not found.", path=path, hint="check the path.")
     if ext in IMAGE_EXTENSIONS:
-        return _read_image(path, channels)
-    array = _read_nifti(path) if ext in NIFTI_EXTENSIONS else _read_npy(path)
-    return _match_channels(array, channels, path)
+        array = _read_image(path, channels)
+    else:
+        array = _match_channels(_read_nifti(path) if ext in NIFTI_EXTENSIONS else _read_npy(path), channels, path)
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        bad = int(np.size(array) - np.count_nonzero(np.isfinite(array)))
+        raise SampleReadError(f"holds {bad} NaN or Inf value(s).", path=path, hint="fix the file, or drop its row from the table.")
+    return array
 
 
 def to_float(array: np.ndarray) -> torch.Tensor:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import sys
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -28,14 +29,20 @@ def read_table(path: str | Path, id_column: str | None = None) -> pd.DataFrame:
     source = str(path)
     where = "stdin" if source == "-" else source
     kind = table_format(source)
+    if source != "-" and Path(source).is_dir():
+        raise MdnError("is a directory; expected a table file.", where=where, hint="give the CSV, TSV or Parquet file itself.")
     try:
         if kind == "parquet":
             table = _read_parquet(source, where)
             if id_column in table.columns:
                 table[id_column] = table[id_column].map(lambda v: v if pd.isna(v) else str(v))
-            return table
+            return checked_table(table, table.columns, id_column, where)
         text = io.StringIO(sys.stdin.read()) if source == "-" else source
-        table = pd.read_csv(text, sep="\t" if kind == "tsv" else ",", dtype={id_column: str} if id_column else None)
+        sep = "\t" if kind == "tsv" else ","
+        header = pd.read_csv(text, sep=sep, header=None, nrows=1, dtype=str).iloc[0].tolist()  # as written: pandas renames a repeated name 'cf.1'
+        if isinstance(text, io.StringIO):
+            text.seek(0)
+        table = pd.read_csv(text, sep=sep, dtype={id_column: str} if id_column else None)
     except FileNotFoundError:
         raise MdnError("file not found.", where=where, hint="check the path (relative paths in a spec are relative to the spec file).") from None
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, EOFError, OSError) as exc:
@@ -43,6 +50,23 @@ def read_table(path: str | Path, id_column: str | None = None) -> pd.DataFrame:
                        hint="expected a header row and one row per sample (CSV: comma-separated; .tsv: tab-separated), or - for CSV on stdin.") from None
     if kind == "tsv" and len(table.columns) == 1 and "," in str(table.columns[0]):
         raise MdnError("this looks comma-separated, but the name says tab-separated (.tsv).", where=where, hint="rename it to .csv, or separate the columns with tabs.")
+    return checked_table(table, header, id_column, where)
+
+
+def checked_table(table: pd.DataFrame, header: Sequence, id_column: str | None, where: str) -> pd.DataFrame:
+    """The one check of a table's contents: every column named once, no infinite number (NaN is a missing value)."""
+    names = pd.Series([str(name) for name in header])
+    repeated = names[names.duplicated()].unique().tolist()
+    if repeated:
+        raise MdnError(f"the header names {listing(repeated)} more than once.", where=where,
+                       hint="rename or remove the repeated columns: which of them is meant cannot be told.")
+    for column in table.columns:
+        values = table[column]
+        if values.dtype.kind == "f":
+            rows = np.flatnonzero(np.isinf(values.to_numpy()))
+            if len(rows):
+                raise MdnError(f"column {column!r} holds an infinite value in {len(rows)} row(s) (ids/rows {listing(row_names(table, rows, id_column if id_column in table.columns else None))}).",
+                               where=where, hint="fix those cells, or leave them empty (missing).")
     return table
 
 

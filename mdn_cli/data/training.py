@@ -17,7 +17,7 @@ from mdn_cli.data.batching import batch_rows
 from mdn_cli.data.clips import ClipSampler
 from mdn_cli.data.design import DesignMatrix, level_strings, sorted_levels
 from mdn_cli.data.file_dataset import default_num_workers
-from mdn_cli.data.h5 import H5Rows, read_ids
+from mdn_cli.data.h5 import H5Rows
 from mdn_cli.data.rows import FileProvider, H5Provider, checked_shape, file_samples
 from mdn_cli.data.tables import align_table, read_table, row_names
 from mdn_cli.data.transforms import Compose
@@ -71,8 +71,8 @@ def load_training_data(spec, seed: int, pin_memory: bool = False) -> TrainingDat
     transform, augment = Compose.from_spec(d.transform, clips), Compose.from_spec(d.augment, clips)
     table = read_table(d.table, d.id_column)
     if d.path_column is None:
-        h5 = H5Rows(d.inputs, d.dataset)
-        ids = read_ids(d.inputs, d.ids_dataset) if d.id_column else None
+        h5 = H5Rows(d.inputs, d.dataset, d.ids_dataset if d.id_column else None)
+        ids = h5.ids
         table = align_table(table, ids, d.id_column, len(h5), d.table, f"{d.inputs}:{d.dataset}")
     else:
         if d.id_column is not None:  # the table is the list of samples: only its ids' uniqueness to check

@@ -57,7 +57,7 @@ def split_source(loaded: LoadedRun, split: str) -> Source:
     if spec.path_column is not None:
         ids = table[spec.id_column].to_numpy() if spec.id_column else rows.copy()
     else:
-        file_ids = read_ids(spec.inputs, spec.ids_dataset) if spec.id_column else None
+        file_ids = data.inputs.rows.ids
         ids = file_ids[rows] if file_ids is not None else rows.copy()  # the inputs' own ids, in their dtype
     return Source(f"split={split}", ids, table, _provider_batches(data.inputs, rows, design_rows), data.inputs.views)
 
@@ -119,9 +119,8 @@ def file_source(loaded: LoadedRun, inputs: str | Path, table_path: str | Path, i
         raise MdnError("this run reads the files named in its table's path column, not HDF5 inputs.", where="--inputs",
                        hint=f"give the new table alone: --table new.csv, with a {spec.path_column!r} column (paths relative to the table's folder).")
     inputs = Path(inputs)
-    with open_h5_dataset(inputs, spec.dataset, hint=f"new inputs keep the run's dataset name (data.dataset: {spec.dataset}).") as ds:
+    with open_h5_dataset(inputs, spec.dataset, hint=f"new inputs keep the run's dataset name (data.dataset: {spec.dataset}).", min_ndim=2) as ds:
         shape = tuple(ds.shape)
-    _refuse_empty(shape[0], f"{inputs}:{spec.dataset}")
     if shape[1:] != loaded.sample_shape:
         raise MdnError(
             f"dataset {spec.dataset!r} holds samples of shape {shape[1:]}, but the model was trained on {loaded.sample_shape}.",
@@ -129,7 +128,7 @@ def file_source(loaded: LoadedRun, inputs: str | Path, table_path: str | Path, i
             hint="new inputs must look like the training inputs.",
         )
     n = shape[0]
-    ids = read_ids(inputs, spec.ids_dataset)
+    ids = read_ids(inputs, spec.ids_dataset, n)
     id_column = id_column or spec.id_column
     table = read_table(table_path, id_column)  # ids as text: '007' stays '007'
     if id_column is not None and ids is None and id_column not in table.columns:

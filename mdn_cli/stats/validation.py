@@ -26,7 +26,7 @@ def check_finite(matrix, row_names: Sequence | None = None, offset: int = 0) -> 
     set (for a chunk), so rows are named as in the file.
     """
     values = np.asarray(matrix)
-    bad = np.flatnonzero(~np.isfinite(values.reshape(values.shape[0], -1)).all(axis=1))
+    bad = np.flatnonzero(~np.isfinite(values.reshape(values.shape[0], int(np.prod(values.shape[1:])))).all(axis=1))
     if bad.size:
         positions = bad + offset
         names = [row_names[i] for i in positions] if row_names is not None else positions.tolist()

@@ -66,7 +66,7 @@ def test_h5rows_errors(make_h5, tmp_path):
     path = make_h5(x=np.zeros((4, 2)), other=np.zeros(3))
     with pytest.raises(MdnError, match=r"no dataset 'images' \(has: other, x\)"):
         H5Rows(path, "images")
-    with pytest.raises(MdnError, match=r"dataset 'other' has shape \(3,\)"):
+    with pytest.raises(MdnError, match=r"inputs.h5:other: has shape \(3,\)"):
         H5Rows(path, "other")
     not_h5 = tmp_path / "table.csv"
     not_h5.write_text("a,b\n1,2\n")
@@ -76,8 +76,8 @@ def test_h5rows_errors(make_h5, tmp_path):
 
 def test_read_ids_decodes_strings(make_h5):
     path = make_h5(x=np.zeros((2, 1)), ids=np.array([b"s1", b"s2"]))
-    assert read_ids(path, "ids").tolist() == ["s1", "s2"]
-    assert read_ids(path, "missing") is None
+    assert read_ids(path, "ids", 2).tolist() == ["s1", "s2"]
+    assert read_ids(path, "missing", 2) is None
 
 
 # -- align_table -------------------------------------------------------------------------------
@@ -203,7 +203,7 @@ def test_write_dataset_round_trip(tmp_path, rng):
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["images.h5", "meta.csv"]  # no temp files left
     rows = H5Rows(h5_path, "x")
     np.testing.assert_array_equal(rows.take(np.arange(len(inputs))).numpy(), inputs)
-    ids = read_ids(h5_path, "ids")
+    ids = read_ids(h5_path, "ids", len(inputs))
     assert ids.tolist() == table["id"].tolist()
     back = read_table(csv_path)
     aligned = align_table(back.iloc[::-1], ids, "id", len(rows), str(csv_path), str(h5_path))
