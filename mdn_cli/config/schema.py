@@ -24,7 +24,7 @@ PATTERN_MESSAGES = {
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # a setting of .inf or .nan is a spec error
 
 
 class ClipSpec(_Section):

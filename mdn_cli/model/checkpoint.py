@@ -9,6 +9,7 @@ checkpoint (``--resume``, ``extract``, ``refit``, ``layers``, ``--checkpoint PAT
 from __future__ import annotations
 
 import pickle
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -57,8 +58,10 @@ def load_state_file(path: Path, hint: str = "save the weights with torch.save(mo
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         globals_named = [line.strip() for line in str(exc).splitlines() if "GLOBAL" in line]
-        if not globals_named:  # not a pickle of objects at all (text, a truncated file...)
-            raise MdnError(f"not a readable PyTorch file ({_first_line(exc)}).", where=str(path), hint=hint) from None
+        if not globals_named:  # not a pickle of objects at all (text, a truncated file...); torch's text goes on to advise weights_only=False
+            found = re.search(r"WeightsUnpickler error:\s*(.*?)\s*(?:Check the documentation|$)", str(exc), re.S)
+            reason = " ".join(found.group(1).split()) if found and found.group(1).strip() else "not a pickle of tensors"
+            raise MdnError(f"not a file of weights this tool can read safely ({reason[:200]}).", where=str(path), hint=hint) from None
         reason = globals_named[0]
         raise MdnError(
             f"refused: the file holds objects other than tensors and plain types, which could run code when loaded ({reason[:200]}).",
@@ -85,8 +88,13 @@ def load_weights(path: Path, hint: str) -> object:
 
 
 def _first_line(exc: Exception) -> str:
+    """The error's first sentence: what went wrong, without the library's advice that follows."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return f"{type(exc).__name__}: {lines[0][:200]}" if lines else type(exc).__name__
+    if not lines:
+        return type(exc).__name__
+    first = f"{lines[0]} {lines[1]}" if lines[0].endswith(":") and len(lines) > 1 else lines[0]  # "Error(s) in loading state_dict:" and the error
+    sentence = re.split(r"(?<=[a-z0-9])\. ", first)[0]
+    return f"{type(exc).__name__}: {sentence[:200]}"
 
 
 def load_checkpoint(path: Path) -> dict:
@@ -101,6 +109,11 @@ def load_checkpoint(path: Path) -> dict:
             where=str(path),
             hint="train the run again with this version of mdn.",
         )
+    shape = state["sample_shape"]
+    if not isinstance(shape, (list, tuple)) or not shape or not all(isinstance(size, int) and not isinstance(size, bool) and size > 0 for size in shape):
+        raise MdnError(f"sample_shape is {shape!r}; expected a list of positive sizes.", where=str(path), hint="the checkpoint is damaged; " + hint)
+    if not isinstance(state["model"], dict) or not all(isinstance(v, torch.Tensor) for v in state["model"].values()):
+        raise MdnError("its model is not a dict of tensors.", where=str(path), hint="the checkpoint is damaged; " + hint)
     return state
 
 
@@ -177,6 +190,10 @@ def load_run(run_dir: str | Path, checkpoint: str = "best", device: str | None =
         )
     design = DesignMatrix.from_dict(state["design"])
     network = build_network(spec, design.num_columns, design.num_preserved, state["sample_shape"], num_outputs(state["classes"]))
-    network.load_state_dict(state["model"])  # the Gram inverse and running betas come with the weights
+    try:
+        network.load_state_dict(state["model"])  # the Gram inverse and running betas come with the weights
+    except RuntimeError as exc:
+        raise MdnError(f"its weights do not fit the run's model ({_first_line(exc)}).", where=str(path),
+                       hint=f"use a checkpoint that {run_dir} wrote.") from None
     device = resolve_device(spec.train.device)
     return LoadedRun(run_dir, path, state, spec, network.to(device).eval(), device, design)

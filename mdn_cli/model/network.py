@@ -6,6 +6,7 @@ Shapes are inferred (lazy layers) from one dry run on a sample input.
 from __future__ import annotations
 
 import importlib
+import os
 from collections import OrderedDict
 from typing import Sequence
 
@@ -131,9 +132,30 @@ def _sequential(spec, make_mdn) -> nn.Sequential:
     return nn.Sequential(layers)
 
 
+MODEL_LIBRARIES = ("torchvision.models", "timm", "monai.networks", "mdn_cli.model")  # callables a spec may name without opting in
+TRUST_ENV = "MDN_TRUST_FACTORY"
+
+
+def trusted_factory(target: str) -> bool:
+    """Whether ``model.factory`` may be imported and called: a model library's, or a module the user trusts.
+
+    Importing a module runs it, and a factory runs with the kwargs a file gives it: a spec or a
+    copied run directory must not be able to name ``os:system``. The user opts in per command,
+    in the environment, never in a file: ``MDN_TRUST_FACTORY=mylab.models,other.pkg``.
+    """
+    module_name, _, attr = target.partition(":")
+    trusted = [*MODEL_LIBRARIES, *(name.strip() for name in os.environ.get(TRUST_ENV, "").split(",") if name.strip())]
+    return not attr.startswith("_") and any(module_name == name or module_name.startswith(name + ".") for name in trusted)
+
+
 def _from_factory(spec) -> nn.Module:
     target = spec.model.factory
     module_name, _, attr = target.partition(":")
+    if not trusted_factory(target):
+        raise spec.error([("model.factory", f"{target!r} is outside the model libraries (torchvision.models, timm, monai.networks) and is not trusted: "
+                           "importing and calling it could run any code.",
+                           f"if you wrote or trust {module_name!r}, allow it for this command: {TRUST_ENV}={module_name} mdn ... "
+                           "(comma-separated modules; a spec or run directory cannot set it).")])
     try:
         factory = getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError) as exc:

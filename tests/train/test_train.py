@@ -139,7 +139,8 @@ def test_baseline_spec_trains_without_mdn(small_data, tmp_path):
 
 
 @pytest.mark.slow
-def test_mdn_after_attaches_to_a_factory_model(small_data, tmp_path):
+def test_mdn_after_attaches_to_a_factory_model(small_data, tmp_path, monkeypatch):
+    monkeypatch.setenv("MDN_TRUST_FACTORY", "tests.factory_models")
     spec = write_spec(small_data)
     config = yaml.safe_load(spec.read_text())
     config["model"] = {"factory": "tests.factory_models:tiny_cnn", "kwargs": {"width": 4}, "mdn_after": ["features.0", "head.fc"]}
@@ -153,7 +154,8 @@ def test_mdn_after_attaches_to_a_factory_model(small_data, tmp_path):
     assert result.returncode == 0, result.stderr
 
 
-def test_unknown_mdn_after_name_suggests_nearest(small_data, tmp_path):
+def test_unknown_mdn_after_name_suggests_nearest(small_data, tmp_path, monkeypatch):
+    monkeypatch.setenv("MDN_TRUST_FACTORY", "tests.factory_models")
     spec = write_spec(small_data)
     config = yaml.safe_load(spec.read_text())
     config["model"] = {"factory": "tests.factory_models:tiny_cnn", "mdn_after": ["head.fx"]}
