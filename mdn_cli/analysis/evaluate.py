@@ -284,7 +284,6 @@ def evaluate_run(run_dir: str | Path, *, split: str = "test", checkpoint: str = 
 def save_result(run_dir: str | Path, evaluation: Evaluation) -> Path:
     """Keep the result in the run, ``RUNDIR/eval/<rows>-<checkpoint>.json``, for `mdn report`."""
     path = Path(run_dir) / "eval" / f"{evaluation.rows}-{evaluation.checkpoint}.json"
-    path.parent.mkdir(exist_ok=True)
     atomic_write_text(path, json.dumps(evaluation.result, indent=2) + "\n")
     return path
 

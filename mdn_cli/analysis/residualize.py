@@ -68,8 +68,13 @@ class Residualizer:
             raise MdnError("not a residualize model.", where=str(path), hint="give a model saved with `mdn residualize --save-model`.")
         if state.get("version") != MODEL_VERSION:
             raise MdnError(f"model format version {state.get('version')} is not supported (this tool reads {MODEL_VERSION}).", where=str(path), hint="fit it again with this version.")
-        design = DesignMatrix.from_dict(state["design"])
-        beta = np.asarray(state["beta"], dtype=np.float64)
+        try:
+            design = DesignMatrix.from_dict(state["design"])
+            beta = np.asarray(state["beta"], dtype=np.float64)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise MdnError(f"the model's design or beta is malformed ({type(exc).__name__}: {exc}).", where=str(path), hint="the file is damaged; fit it again.") from None
+        if not np.isfinite(beta).all():
+            raise MdnError("beta holds NaN or Inf.", where=str(path), hint="the file is damaged; fit it again.")
         if beta.ndim != 2 or beta.shape[0] != design.num_columns:
             raise MdnError(f"beta has shape {beta.shape}, which does not fit {design.num_columns} design columns.", where=str(path), hint="the file is damaged; fit it again.")
         return cls(design, beta, state.get("info", {}))

@@ -123,6 +123,14 @@ def main() -> None:
             raise
         err_console().print(f"error: {exc.render()}", markup=False)
         sys.exit(EXIT_INPUT)
+    except RuntimeError as exc:  # under --nproc: a process whose peer failed (and said why) stops without a traceback of its own
+        if "WORLD_SIZE" not in os.environ or os.environ.get("MDN_DEBUG") == "1":
+            raise
+        from mdn_cli.utils.distributed import peer_failed
+
+        if not peer_failed(exc):
+            raise
+        sys.exit(1)
     except SystemExit as exc:
         interrupt = _interrupt_of(exc)
         if interrupt is None:

@@ -15,7 +15,7 @@ from mdn_cli.config.issues import Problem, SpecError, SpecIssue, make_issue, sug
 from mdn_cli.config.overrides import apply_override
 from mdn_cli.config.schema import SECTIONS, VARIANT_KEYS, Spec, cross_section_problems, staging_problems
 from mdn_cli.config.translate import translate
-from mdn_cli.config.yamlio import Dumper, Flow, Loader, node_lines, show_value, yaml_issue
+from mdn_cli.config.yamlio import MAX_NODES, Dumper, Flow, Loader, expanded_size, node_lines, show_value, yaml_issue
 from mdn_cli.utils.errors import path_text
 
 
@@ -93,6 +93,9 @@ def load_spec(path: str | os.PathLike, overrides: Sequence[str] = (), check_file
     text = _read_text(path)
     try:
         root = yaml.compose(text, Loader=Loader)
+        if root is not None and expanded_size(root) > MAX_NODES:
+            raise SpecError([SpecIssue("", None, f"the spec expands to more than {MAX_NODES:,} values through its aliases (*name)",
+                                       "a spec needs a few hundred; write the values out, or use fewer nested aliases.")], where=where)
         raw = yaml.load(text, Loader=Loader)
     except yaml.YAMLError as exc:
         raise SpecError([yaml_issue(exc)], where=where) from None

@@ -40,6 +40,23 @@ def show_value(value: Any) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
+MAX_NODES = 100_000  # values in a spec once its aliases are expanded; real specs have a few hundred
+
+
+def expanded_size(node: yaml.Node, sizes: dict[int, int] | None = None) -> int:
+    """How many values ``node`` stands for once every alias (``*name``) is expanded, counted without expanding.
+
+    A few nested aliases can stand for billions of values (a "billion laughs" file); everything
+    that walks the spec would then hang, so such a spec is refused first.
+    """
+    sizes = {} if sizes is None else sizes
+    if id(node) not in sizes:
+        sizes[id(node)] = 1  # a node that contains itself counts once (PyYAML builds such cycles)
+        children = [n for pair in node.value for n in pair] if isinstance(node, yaml.MappingNode) else node.value if isinstance(node, yaml.SequenceNode) else []
+        sizes[id(node)] = min(1 + sum(expanded_size(child, sizes) for child in children), MAX_NODES + 1)
+    return sizes[id(node)]
+
+
 def node_lines(node: yaml.Node, prefix: Loc, lines: dict[str, int], problems: list[Problem]) -> None:
     """Record the line of every key and list item; report duplicate keys, which YAML silently drops."""
     if isinstance(node, yaml.MappingNode):

@@ -188,6 +188,12 @@ class VideoSamples(FileSamples):
 
 def check_files(paths: Sequence[str | Path], ids: Sequence, limit: int = 10, folders: bool = False) -> None:
     """MissingFilesError listing every missing file (or folder, with ``folders``) with its row id (the first ``limit`` in the message)."""
+    if not folders:
+        directories = [(row_id, str(path)) for path, row_id in zip(paths, ids) if os.path.isdir(path)]
+        if directories:
+            shown = "; ".join(f"row id {row_id}: {path}" for row_id, path in directories[:limit])
+            raise SampleReadError(f"{len(directories)} of {len(paths)} sample paths are directories, not files: {shown}" + ("; ..." if len(directories) > limit else "") + ".",
+                                  hint="point the path column at the sample files themselves.")
     exists = os.path.exists if folders else os.path.isfile
     missing = [(row_id.item() if isinstance(row_id, np.generic) else row_id, str(path)) for path, row_id in zip(paths, ids) if not exists(path)]
     if missing:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 import zlib
 from pathlib import Path
 
@@ -22,6 +23,7 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 NIFTI_EXTENSIONS = (".nii", ".nii.gz")
 SUPPORTED_EXTENSIONS = (*IMAGE_EXTENSIONS, *NIFTI_EXTENSIONS, ".npy")
 FILE_NAME = re.compile(r"[A-Za-z0-9._-]+")
+MAX_SAMPLE_VALUES = 2**27  # a 512^3 volume; a header declaring more is refused before any memory is taken for it
 
 
 class SampleReadError(ValueError):
@@ -81,7 +83,7 @@ def read_raw(path: str | Path, channels: int | None = None) -> np.ndarray:
             f"unsupported file type {ext or '(no extension)'!r}.", path=path, hint=f"supported extensions: {', '.join(SUPPORTED_EXTENSIONS)}."
         )
     if not os.path.isfile(path):
-        raise SampleReadError("file not found.", path=path, hint="check the path.")
+        raise SampleReadError("is a directory, not a file." if os.path.isdir(path) else "file not found.", path=path, hint="check the path.")
     if ext in IMAGE_EXTENSIONS:
         array = _read_image(path, channels)
     else:
@@ -108,10 +110,14 @@ def read_sample(path: str | Path, channels: int | None = None) -> torch.Tensor:
 
 def _read_image(path: str | Path, channels: int | None) -> np.ndarray:
     try:
-        with Image.open(path) as image:
+        with warnings.catch_warnings():  # Pillow warns of large images; the size is checked here instead
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(path)
+        with image:
             frames = getattr(image, "n_frames", 1)
             if frames > 1:
                 raise SampleReadError(f"has {frames} frames; expected a single image.", path=path, hint="store volumes as NIfTI (.nii.gz) or .npy.")
+            _check_size(image.size[0] * image.size[1] * len(image.getbands()), f"{image.size[0]}x{image.size[1]}", path)
             image.load()
             return _image_array(image, channels)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
@@ -136,6 +142,7 @@ def _image_array(image: Image.Image, channels: int | None) -> np.ndarray:
 def _read_nifti(path: str | Path) -> np.ndarray:
     try:
         image = nib.load(str(path), mmap=False)
+        _check_size(int(np.prod(image.shape, dtype=np.int64)), "x".join(map(str, image.shape)), path)
         array = np.asanyarray(image.dataobj)
         stored = image.get_data_dtype()
     except (ImageFileError, OSError, EOFError, ValueError, zlib.error) as exc:
@@ -163,6 +170,12 @@ def _read_npy(path: str | Path) -> np.ndarray:
     if array.dtype.kind not in "biuf" or array.ndim == 0:
         raise SampleReadError(f"holds a {array.ndim}D array of dtype {array.dtype}; expected numbers, channels first.", path=path, hint="save a numeric (C, H, W) or (C, X, Y, Z) array.")
     return _native(array)
+
+
+def _check_size(values: int, size: str, path: str | Path) -> None:
+    if values > MAX_SAMPLE_VALUES:
+        raise SampleReadError(f"declares a size of {size} ({values:,} values), more than one sample may hold ({MAX_SAMPLE_VALUES:,}).", path=path,
+                              hint="downsample the file, or check that it is not damaged.")
 
 
 def _native(array: np.ndarray) -> np.ndarray:

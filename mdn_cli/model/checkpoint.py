@@ -188,7 +188,10 @@ def load_run(run_dir: str | Path, checkpoint: str = "best", device: str | None =
             where=str(path),
             hint=f"use a checkpoint of {run_dir}, or pass the run directory the checkpoint belongs to.",
         )
-    design = DesignMatrix.from_dict(state["design"])
+    try:
+        design = DesignMatrix.from_dict(state["design"])
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise MdnError(f"its design matrix is malformed ({type(exc).__name__}: {exc}).", where=str(path), hint=f"use a checkpoint that {run_dir} wrote.") from None
     network = build_network(spec, design.num_columns, design.num_preserved, state["sample_shape"], num_outputs(state["classes"]))
     try:
         network.load_state_dict(state["model"])  # the Gram inverse and running betas come with the weights

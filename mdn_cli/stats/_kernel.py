@@ -10,8 +10,10 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from mdn_cli.stats._jit import CACHE
 
-@numba.njit(cache=True, inline="always")
+
+@numba.njit(cache=CACHE, inline="always")
 def _tile_range(lo, hi, j0, tj):
     """The columns of a tile inside [lo, hi), as unsigned bounds.
 
@@ -23,7 +25,7 @@ def _tile_range(lo, hi, j0, tj):
     return np.uint64(start), np.uint64(stop)
 
 
-@numba.njit(fastmath=True, cache=True, nogil=True)
+@numba.njit(fastmath=True, cache=CACHE, nogil=True)
 def accumulate_tile(
     gram, norms_i, norms_j, x_i, x_j, i0, j0, diagonal, near_fraction,
     weights, lo, hi, dense, values, job_mask, job_categorical, job_rows, linear, linear_mask, groups,

@@ -12,8 +12,10 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from mdn_cli.stats._jit import CACHE
 
-@numba.njit(cache=True)
+
+@numba.njit(cache=CACHE)
 def _fenwick_add(tree, position, values):
     position += 1
     while position < tree.shape[0]:
@@ -22,7 +24,7 @@ def _fenwick_add(tree, position, values):
         position += position & -position
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=CACHE)
 def _fenwick_prefix(tree, position, out):
     """Sums of the entries at ranks < ``position`` into ``out``."""
     out[:] = 0.0
@@ -32,7 +34,7 @@ def _fenwick_prefix(tree, position, out):
         position -= position & -position
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=CACHE)
 def _numeric_products_one_way(u, v, order, v_rank, n_ranks, out):
     """Adds to ``out[k]`` the sum over j with u_j < u_k of |u_k - u_j||v_k - v_j|.
 

@@ -102,8 +102,28 @@ def barrier() -> None:
         dist.barrier()
 
 
+def peer_failed(exc: BaseException) -> bool:
+    """Whether ``exc`` is only the echo of another training process's failure (its connection closed), which that process reports."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or not isinstance(exc, RuntimeError):
+        return False
+    text = str(exc)
+    return isinstance(exc, dist.DistError) or any(sign in text for sign in ("Connection closed by peer", "Connection reset by peer", "Broken pipe"))
+
+
 def launch(nproc: int, argv: Sequence[str]) -> int:
-    """Run ``python -m mdn_cli ARGV`` in ``nproc`` processes with torchrun; return its exit code."""
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", "-m", "mdn_cli", *argv]
+    """Run ``python -m mdn_cli ARGV`` in ``nproc`` processes with torchrun; return its exit code.
+
+    The processes' messages pass through, an error that several processes report alike once.
+    """
+    command = [sys.executable, "-m", "mdn_cli.utils._torchrun", "--standalone", f"--nproc_per_node={nproc}", "-m", "mdn_cli", *argv]
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))}
-    return subprocess.call(command, env=env)
+    process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True, bufsize=1)
+    reported = set()
+    for line in process.stderr:
+        if line.startswith("error: "):
+            if line in reported:
+                continue
+            reported.add(line)
+        sys.stderr.write(line)
+        sys.stderr.flush()
+    return process.wait()

@@ -99,9 +99,11 @@ def train(
         raise MdnError("--group-column and --repeats go with --folds.", where="--group-column" if group_column else "--repeats", hint="add --folds K.")
     if nproc > 1 and "WORLD_SIZE" not in os.environ:
         from mdn_cli.model.checkpoint import check_run_dir
+        from mdn_cli.train.run import build_run
         from mdn_cli.utils.distributed import launch
 
         check_run_dir(output, resume)
+        build_run(spec)  # data and model checked here, before the processes start (each would report the same error)
 
         argv = ["train", str(spec_path), "-o", str(output), "--format", fmt.value, *[a for o in overrides for a in ("--set", o)]]
         argv += ["--resume"] * resume + ["--quiet"] * quiet

@@ -1,7 +1,7 @@
 """A spec's transform list parsed into steps, every problem reported at once with its key path.
 
 Each item is a one-key mapping ``{name: {option: value}}``; ``{name: null}`` and a bare ``name``
-take the defaults.
+take the defaults, and a step with one required option takes it bare (``{resize: 64}``).
 """
 
 from __future__ import annotations
@@ -55,6 +55,9 @@ def _parse_step(index: int, item: Any, problems: list[Problem]) -> Step | None:
     cls = STEPS[name]
     if options is None:
         options = {}
+    required = [key for key, (_, default) in cls.OPTIONS.items() if default is REQUIRED]
+    if not isinstance(options, dict) and len(required) == 1:  # the bare form, as torchvision's Resize(64): {resize: 64}
+        options = {required[0]: options}
     if not isinstance(options, dict):
         problems.append(((index, name), "must be a mapping of options.", f"options are: {', '.join(cls.OPTIONS)}."))
         return None
