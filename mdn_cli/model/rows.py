@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
-import h5py
 import numpy as np
 import pandas as pd
 import torch
@@ -19,7 +18,7 @@ import torch
 from mdn_cli.data.clips import ClipSampler
 from mdn_cli.data.design import apply_design
 from mdn_cli.data.file_dataset import default_num_workers
-from mdn_cli.data.h5 import open_h5_dataset, read_ids
+from mdn_cli.data.h5 import H5Rows, open_h5_dataset
 from mdn_cli.data.rows import FileProvider, H5Provider, checked_shape, file_samples
 from mdn_cli.data.tables import align_table, read_table
 from mdn_cli.data.transforms import Compose
@@ -119,16 +118,17 @@ def file_source(loaded: LoadedRun, inputs: str | Path, table_path: str | Path, i
         raise MdnError("this run reads the files named in its table's path column, not HDF5 inputs.", where="--inputs",
                        hint=f"give the new table alone: --table new.csv, with a {spec.path_column!r} column (paths relative to the table's folder).")
     inputs = Path(inputs)
-    with open_h5_dataset(inputs, spec.dataset, hint=f"new inputs keep the run's dataset name (data.dataset: {spec.dataset}).", min_ndim=2) as ds:
-        shape = tuple(ds.shape)
-    if shape[1:] != loaded.sample_shape:
+    with open_h5_dataset(inputs, spec.dataset, hint=f"new inputs keep the run's dataset name (data.dataset: {spec.dataset}).", min_ndim=2):
+        pass
+    h5 = H5Rows(inputs, spec.dataset, spec.ids_dataset)  # the training inputs' reader: divisor, checks, in memory when small
+    provider = H5Provider(h5, Compose.from_spec(spec.transform), Compose(()), loaded.spec.train.seed)
+    if provider.sample_shape != loaded.sample_shape:
         raise MdnError(
-            f"dataset {spec.dataset!r} holds samples of shape {shape[1:]}, but the model was trained on {loaded.sample_shape}.",
+            f"dataset {spec.dataset!r} holds samples of shape {h5.shape[1:]} ({provider.sample_shape} after data.transform), but the model was trained on {loaded.sample_shape}.",
             where=str(inputs),
             hint="new inputs must look like the training inputs.",
         )
-    n = shape[0]
-    ids = read_ids(inputs, spec.ids_dataset, n)
+    n, ids = len(h5), h5.ids
     id_column = id_column or spec.id_column
     table = read_table(table_path, id_column)  # ids as text: '007' stays '007'
     if id_column is not None and ids is None and id_column not in table.columns:
@@ -137,15 +137,7 @@ def file_source(loaded: LoadedRun, inputs: str | Path, table_path: str | Path, i
     design_rows = apply_design(loaded.design, table, str(table_path)).astype(np.float32)
     if ids is None:
         ids = table[id_column].to_numpy() if id_column else np.arange(n)
-
-    def batches(size: int):
-        with h5py.File(inputs, "r") as f:
-            ds = f[spec.dataset]
-            for start in range(0, n, size):
-                part = slice(start, min(start + size, n))
-                yield part, torch.from_numpy(np.ascontiguousarray(ds[part], dtype=np.float32)), torch.from_numpy(design_rows[part])
-
-    return Source(str(inputs), ids, table, batches)
+    return Source(str(inputs), ids, table, _provider_batches(provider, np.arange(n), design_rows))
 
 
 def row_splits(loaded: LoadedRun, split: str) -> str | list[str]:
