@@ -60,8 +60,10 @@ def load_state_file(path: Path, hint: str = "save the weights with torch.save(mo
         globals_named = [line.strip() for line in str(exc).splitlines() if "GLOBAL" in line]
         if not globals_named:  # not a pickle of objects at all (text, a truncated file...); torch's text goes on to advise weights_only=False
             found = re.search(r"WeightsUnpickler error:\s*(.*?)\s*(?:Check the documentation|$)", str(exc), re.S)
-            reason = " ".join(found.group(1).split()) if found and found.group(1).strip() else "not a pickle of tensors"
-            raise MdnError(f"not a file of weights this tool can read safely ({reason[:200]}).", where=str(path), hint=hint) from None
+            if found is None:
+                raise MdnError(f"not a PyTorch file this tool can read safely ({_first_line(exc)}).", where=str(path), hint=hint) from None
+            reason = " ".join(found.group(1).split()) or "not a pickle of tensors"
+            raise MdnError(f"not a PyTorch file this tool can read safely ({reason[:200]}).", where=str(path), hint=hint) from None
         reason = globals_named[0]
         raise MdnError(
             f"refused: the file holds objects other than tensors and plain types, which could run code when loaded ({reason[:200]}).",
@@ -69,7 +71,7 @@ def load_state_file(path: Path, hint: str = "save the weights with torch.save(mo
             hint=f"{hint} This tool never needs such objects; do not load files from untrusted sources with other tools either.",
         ) from None
     except Exception as exc:  # torch raises many types for a file that is not a torch.save file
-        raise MdnError(f"not a readable PyTorch file ({_first_line(exc)}).", where=str(path), hint=hint) from None
+        raise MdnError(f"not a PyTorch file this tool can read safely ({_first_line(exc)}).", where=str(path), hint=hint) from None
 
 
 def load_weights(path: Path, hint: str) -> object:

@@ -280,9 +280,11 @@ class Trainer:
             seen += len(y)
             self.progress("batch", loss=loss_value)
         total, total_penalty, seen = distributed.all_sum([total, total_penalty, seen], self.run.device)
-        if not math.isfinite(total):  # every rank sees the same sum: all stop together, before this epoch writes anything
+        weights_finite = all(bool(torch.isfinite(p).all()) for p in network.parameters())
+        if not (math.isfinite(total) and weights_finite):  # every rank sees the same sum and weights: all stop together, before this epoch writes anything
             kept = f"{self.run_dir / 'checkpoints' / 'last.pt'} keeps epoch {epoch - 1}" if epoch > 1 else "no epoch was kept"
-            raise MdnError(f"the training loss became {total} in epoch {epoch}: the run diverged ({kept}).", where=str(self.run_dir),
+            what = f"the training loss became {total}" if not math.isfinite(total) else "the weights became NaN or Inf"
+            raise MdnError(f"{what} in epoch {epoch}: the run diverged ({kept}).", where=str(self.run_dir),
                            hint="lower train.lr (or set train.grad_clip), check the inputs' scale (data.transform: zscore), then train anew.")
         metrics = {"epoch": epoch, "train_loss": total / seen}
         if stage is not None:

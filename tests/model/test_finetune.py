@@ -104,7 +104,7 @@ def test_a_file_that_is_not_a_state_dict(folder, tmp_path):
     refused(result, "model.init.path", "is not a state dict", "set model.init.key to the entry holding the weights: net")
     (tmp_path / "text.pt").write_text("not a torch file")
     result = mdn("train", init_spec(folder, "text.yaml", {"path": str(tmp_path / "text.pt")}), "-o", tmp_path / "run", "-q")
-    refused(result, "model.init.path", "not a readable PyTorch file")
+    refused(result, "model.init.path", "not a PyTorch file this tool can read safely")
     assert not (tmp_path / "run").exists()
 
 
