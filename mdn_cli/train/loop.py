@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 import time
 from pathlib import Path
 from typing import Callable
@@ -380,8 +379,7 @@ def train(spec: Spec, run_dir: str | Path, *, resume: bool = False, progress: Pr
     ``parent_run``: the MLflow run id this run is logged under (a cross-validation's).
     """
     run_dir = Path(run_dir)
-    writer = int(os.environ.get("RANK", "0")) == 0  # under DDP only rank 0 writes, and holds the lock
-    with directory_lock(run_dir, "training") if writer else contextlib.nullcontext():
+    with directory_lock(run_dir, "training") if distributed.rank() == 0 else contextlib.nullcontext():  # under DDP rank 0 writes, and holds the lock
         check_run_dir(run_dir, resume)
         with distributed.session(spec.train.device):
             run = build_run(spec)

@@ -40,6 +40,11 @@ def world() -> World:
     return World()
 
 
+def rank() -> int:
+    """This process's rank: the joined group's, else torchrun's (``RANK``) before ``session`` joins it."""
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else int(os.environ.get("RANK", 0))
+
+
 def _env_world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 

@@ -139,37 +139,44 @@ def check_outputs(outputs: Mapping[str, str | os.PathLike | None], inputs: Mappi
 
 @contextlib.contextmanager
 def directory_lock(folder: str | os.PathLike, what: str) -> Iterator[None]:
-    """Hold ``folder`` for this process alone (``flock``, released by the kernel even on kill -9).
+    """Hold ``folder`` for this process alone (``flock`` on ``folder/.lock``, released by the kernel even on kill -9).
 
-    A second process gets an MdnError naming the folder; ``what`` says what the holder is doing.
-    A folder this call made, and that holds only the lock when the block ends (a run that failed
-    before writing anything), is removed again.
+    A second process gets an MdnError naming the folder and the holder's pid; ``what`` says what
+    the holder is doing. The lock file goes when the block ends, and so does a folder this call
+    made that is empty then (a run that failed before writing anything).
     """
     import fcntl
 
     folder = Path(folder)
     created = not folder.exists()
     lock_path = folder / LOCK_NAME
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666)
-    except OSError as exc:
-        raise MdnError(f"cannot write here ({exc.strerror}).", where=str(folder), hint="choose a writable output directory.") from None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+    while True:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as exc:
+            raise MdnError(f"cannot write here ({exc.strerror}).", where=str(folder), hint="choose a writable output directory.") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+            os.close(fd)
+            raise MdnError(f"another process{f' (pid {holder})' if holder.isdigit() else ''} is {what} in this directory.", where=str(folder),
+                           hint="wait for it to finish, or choose another output directory.") from None
+        try:
+            if os.stat(lock_path).st_ino == os.fstat(fd).st_ino:
+                break  # locked the file that is there: not one its last holder removed as we opened it
+        except FileNotFoundError:
+            pass
         os.close(fd)
-        raise MdnError(f"another process{f' (pid {holder})' if holder.isdigit() else ''} is {what} in this directory.", where=str(folder),
-                       hint="wait for it to finish, or choose another output directory.") from None
     try:
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
         yield
     finally:
         with contextlib.suppress(OSError):
-            if created and [p.name for p in folder.iterdir()] == [LOCK_NAME]:
-                lock_path.unlink()
-                folder.rmdir()
+            lock_path.unlink()  # while still held: a process that opened it meanwhile sees it gone and tries again
+            if created:
+                folder.rmdir()  # only when empty
         os.close(fd)
 

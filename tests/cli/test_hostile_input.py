@@ -427,6 +427,7 @@ def test_a_directory_named_like_an_image_is_not_called_missing(tmp_path):
 # -- where nothing but the outputs can be written -------------------------------------------------
 def test_evaluate_on_a_run_it_cannot_write_still_scores(study, tmp_path):
     run = Path(shutil.copytree(study / "run", tmp_path / "run"))
+    shutil.rmtree(run / "eval", ignore_errors=True)  # (other tests may have evaluated the session run)
     (run / "eval").write_text("not a folder")  # as a read-only run: the kept copy cannot be written (root ignores chmod)
     result = mdn("evaluate", run, "--format", "json")
     assert result.returncode == 0, result.stderr
