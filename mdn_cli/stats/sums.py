@@ -16,14 +16,17 @@ import numpy as np
 def u_product(s, cross, total_a, total_b, n):
     """(A~ . B~) of two U-centred distance matrices from S_ab, sum_i a_i. b_i. and the totals.
 
-    Works elementwise on arrays (the jackknife's leave-one-out values).
+    Works elementwise on arrays (the jackknife's leave-one-out values). Sums that overflowed
+    (features of a diverging model) give NaN, without numpy's warning.
     """
-    return (s - 2.0 * cross / (n - 2) + total_a * total_b / ((n - 1) * (n - 2))) / (n * (n - 3))
+    with np.errstate(invalid="ignore", over="ignore"):
+        return (s - 2.0 * cross / (n - 2) + total_a * total_b / ((n - 1) * (n - 2))) / (n * (n - 3))
 
 
 def v_product(s, cross, total_a, total_b, n):
     """(A . B) / n^2 of two double-centred distance matrices (the V-statistic), from the same sums."""
-    return s / n**2 - 2.0 * cross / n**3 + total_a * total_b / n**4
+    with np.errstate(invalid="ignore", over="ignore"):
+        return s / n**2 - 2.0 * cross / n**3 + total_a * total_b / n**4
 
 
 @dataclass

@@ -23,7 +23,7 @@ import pytest
 import torch
 import yaml
 
-from tests.helpers import first_of, mdn, no_leftovers, ok, write_spec
+from tests.helpers import epoch_metrics, first_of, mdn, no_leftovers, ok, write_spec
 
 
 def digest(path: Path) -> str:
@@ -108,6 +108,8 @@ def output_cases(study: Path, tmp: Path) -> list[tuple[list, Path, str]]:
         (["residualize", study / "fc1.h5", table, "--columns", "cf", "-o", study / "fc1.h5", "--force"], study / "fc1.h5", "is also FEATURES.h5"),
         (["residualize", study / "fc1.h5", table, "--columns", "cf", "-o", tmp / "r.h5", "--save-model", table], table, "is also TABLE"),
         (["report", run, "-o", run / "metrics.jsonl"], run / "metrics.jsonl", "files of run directory"),
+        (["refit", run, "-o", run / "checkpoints" / "last.pt"], run / "checkpoints" / "last.pt", "files of run directory"),
+        (["refit", run, "--checkpoint", "last", "-o", run / "checkpoints" / "last.pt"], run / "checkpoints" / "last.pt", "is also --checkpoint"),
     ]
 
 
@@ -263,6 +265,29 @@ def test_an_interrupt_during_the_writes_ends_the_command_and_leaves_nothing(stud
     assert result.returncode == code, result
     assert sorted(p.name for p in tmp_path.iterdir()) == ["png"], "outputs or temporaries left behind"
     assert residualize_module  # imported so that the patched FeatureFile is the one residualize uses
+
+
+def test_sigterm_during_training_exits_143_and_the_run_resumes_to_the_same_numbers(study, tmp_path, monkeypatch, python_signals):
+    import mdn_cli.train.loop as loop
+
+    spec = write_spec(study, "sigterm.yaml", epochs=3)
+    ok("train", spec, "-o", tmp_path / "whole", "-q")
+    original, calls = loop.validate, []
+
+    def terminated_in_epoch_two(run):
+        calls.append(1)
+        if len(calls) == 2:
+            os.kill(os.getpid(), signal.SIGTERM)  # as `kill` or a scheduler's time limit, during epoch 2's validation
+            time.sleep(0.05)
+        return original(run)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(loop, "validate", terminated_in_epoch_two)
+        result = mdn("train", spec, "-o", tmp_path / "run", "-q")
+    assert result.returncode == 143 and "--resume" in result.stderr and "Traceback" not in result.stderr, result
+    assert [m["epoch"] for m in epoch_metrics(tmp_path / "run")] == [1] and not no_leftovers(tmp_path / "run")
+    ok("train", spec, "-o", tmp_path / "run", "-q", "--resume")
+    assert epoch_metrics(tmp_path / "run") == epoch_metrics(tmp_path / "whole")
 
 
 def copy_png_study(tmp_path: Path) -> Path:

@@ -36,7 +36,13 @@ def refit(
     """
     from mdn_cli.analysis.refit import refit_run
     from mdn_cli.cli.render import render_refit
+    from mdn_cli.config.run_files import run_files
+    from mdn_cli.model.checkpoint import checkpoint_path
+    from mdn_cli.utils.fileio import check_outputs
 
+    if output is not None:  # the default, <name>-refit.pt, is refit's own to replace
+        check_outputs({"-o": output}, {"--checkpoint": checkpoint_path(run_dir, checkpoint)},
+                      owned={f"run directory {run_dir}": [f for f in run_files(run_dir) if not f.name.endswith("-refit.pt")]})
     result = refit_run(run_dir, checkpoint, device.value if device else None, output)
     err_console().print(f"wrote {result['checkpoint']} (betas fitted on {result['rows']} training rows)", markup=False)
     show(render_refit(result, fmt.value), None)
