@@ -135,7 +135,7 @@ def main() -> None:
         interrupt = _interrupt_of(exc)
         if interrupt is None:
             raise
-        err_console().print("interrupted: no output was written.", markup=False)
+        err_console().print("interrupted: no partly written output was left.", markup=False)
         sys.exit(exit_code(interrupt))
 
 

@@ -78,9 +78,7 @@ class H5Rows:
         self.path, self.dataset = str(path), dataset
         with open_h5_dataset(self.path, dataset, option="data.dataset", min_ndim=2) as ds:
             self.shape, self.dtype = tuple(ds.shape), ds.dtype
-        self.ids = read_ids(self.path, ids_dataset, self.shape[0]) if ids_dataset else None
-        with h5py.File(self.path, "r") as f:
-            ds = f[dataset]
+            self.ids = read_ids(self.path, ids_dataset, self.shape[0]) if ids_dataset else None  # first: NaN rows are named by id
             divisor = ds.attrs.get(DIVISOR_ATTR)
             self._divisor = None if divisor is None else np.float32(divisor)
             self._memory = self._checked(self._read_all(ds), np.arange(self.shape[0])) if ds.size * 4 <= IN_MEMORY_LIMIT else None
@@ -135,10 +133,10 @@ def read_ids(path: str | Path, dataset: str, n: int) -> np.ndarray | None:
         if len(node) != n:
             raise MdnError(f"has {len(node)} ids for {n} samples.", where=where, hint="every sample needs exactly one id; write the file again.")
         ids = node[:]
-    return decoded(ids)
+    return _decoded(ids)
 
 
-def decoded(raw: np.ndarray) -> np.ndarray:
+def _decoded(raw: np.ndarray) -> np.ndarray:
     """Stored strings as text (h5py gives bytes), numbers as they are."""
     return np.array([v.decode() if isinstance(v, bytes) else v for v in raw.tolist()]) if raw.dtype.kind in "OS" else raw
 

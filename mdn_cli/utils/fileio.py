@@ -52,17 +52,14 @@ def atomic_path(target: str | os.PathLike, suffix: str = "", directory: bool = F
         _remove(tmp_path)
 
 
-def remove_stale_temporaries(target: str | os.PathLike) -> list[Path]:
-    """Remove the temporaries of ``target`` whose writing process is gone; return them."""
+def remove_stale_temporaries(target: str | os.PathLike) -> None:
+    """Remove the temporaries of ``target`` whose writing process is gone (a writer's own, and a running one's, stay)."""
     target = Path(target)
     parent = target.parent if str(target.parent) else Path(".")
-    removed = []
     for candidate in parent.glob(f".{glob.escape(target.name)}.*{TMP_SUFFIX}"):
         pid = candidate.name[len(target.name) + 2 :].split("-", 1)[0]
         if pid.isdigit() and not _alive(int(pid)):
             _remove(candidate)
-            removed.append(candidate)
-    return removed
 
 
 def _remove(path: Path) -> None:
@@ -75,11 +72,11 @@ def _remove(path: Path) -> None:
 
 def _alive(pid: int) -> bool:
     try:
-        os.kill(pid, 0)
+        os.kill(pid, 0)  # no signal sent: only whether the process exists (PermissionError: another user's, alive)
     except ProcessLookupError:
         return False
-    except PermissionError:  # another user's process
-        return True
+    except PermissionError:
+        pass
     return True
 
 
