@@ -74,9 +74,9 @@ class H5Rows:
     samples equal the files' to the bit.
     """
 
-    def __init__(self, path: str | Path, dataset: str, ids_dataset: str | None = None):
+    def __init__(self, path: str | Path, dataset: str, ids_dataset: str | None = None, hint: str | None = None):
         self.path, self.dataset = str(path), dataset
-        with open_h5_dataset(self.path, dataset, option="data.dataset", min_ndim=2) as ds:
+        with open_h5_dataset(self.path, dataset, option=None if hint else "data.dataset", hint=hint, min_ndim=2) as ds:
             self.shape, self.dtype = tuple(ds.shape), ds.dtype
             self.ids = read_ids(self.path, ids_dataset, self.shape[0]) if ids_dataset else None  # first: NaN rows are named by id
             divisor = ds.attrs.get(DIVISOR_ATTR)

@@ -18,7 +18,7 @@ import torch
 from mdn_cli.data.clips import ClipSampler
 from mdn_cli.data.design import apply_design
 from mdn_cli.data.file_dataset import default_num_workers
-from mdn_cli.data.h5 import H5Rows, open_h5_dataset
+from mdn_cli.data.h5 import H5Rows
 from mdn_cli.data.rows import FileProvider, H5Provider, checked_shape, file_samples
 from mdn_cli.data.tables import align_table, read_table
 from mdn_cli.data.transforms import Compose
@@ -118,9 +118,8 @@ def file_source(loaded: LoadedRun, inputs: str | Path, table_path: str | Path, i
         raise MdnError("this run reads the files named in its table's path column, not HDF5 inputs.", where="--inputs",
                        hint=f"give the new table alone: --table new.csv, with a {spec.path_column!r} column (paths relative to the table's folder).")
     inputs = Path(inputs)
-    with open_h5_dataset(inputs, spec.dataset, hint=f"new inputs keep the run's dataset name (data.dataset: {spec.dataset}).", min_ndim=2):
-        pass
-    h5 = H5Rows(inputs, spec.dataset, spec.ids_dataset)  # the training inputs' reader: divisor, checks, in memory when small
+    h5 = H5Rows(inputs, spec.dataset, spec.ids_dataset,  # the training inputs' reader: divisor, checks, in memory when small
+                hint=f"new inputs keep the run's dataset name (data.dataset: {spec.dataset}).")
     provider = H5Provider(h5, Compose.from_spec(spec.transform), Compose(()), loaded.spec.train.seed)
     if provider.sample_shape != loaded.sample_shape:
         raise MdnError(

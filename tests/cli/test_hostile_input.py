@@ -304,6 +304,12 @@ def test_temporaries_of_a_killed_writer_are_removed_by_the_next_write(study, tmp
     ok("extract", study / "run", "-l", "fc1", "-o", tmp_path / "x.h5", "-q")
     assert not stale.exists() and alive.exists()
     assert no_leftovers(tmp_path) == [alive]
+    alive.unlink()
+    stale_folder = tmp_path / f".packed.{gone.pid}-ijkl.tmp"  # `pack` writes a folder
+    (stale_folder / "inputs.h5").parent.mkdir()
+    (stale_folder / "inputs.h5").write_bytes(b"half a file")
+    ok("pack", copy_png_study(tmp_path) / "mdn.yaml", "-o", tmp_path / "packed", "-q")
+    assert not stale_folder.exists() and not no_leftovers(tmp_path)
 
 
 # -- code from configuration ------------------------------------------------------------------
