@@ -63,7 +63,7 @@ def checked_table(table: pd.DataFrame, header: Sequence, id_column: str | None, 
     for column in table.columns:
         values = table[column]
         if values.dtype.kind == "f":
-            rows = np.flatnonzero(np.isinf(values.to_numpy()))
+            rows = np.flatnonzero(np.isinf(values.to_numpy(dtype=float, na_value=np.nan)))
             if len(rows):
                 raise MdnError(f"column {column!r} holds an infinite value in {len(rows)} row(s) (ids/rows {listing(row_names(table, rows, id_column if id_column in table.columns else None))}).",
                                where=where, hint="fix those cells, or leave them empty (missing).")
