@@ -19,7 +19,7 @@ def run_files(run_dir: str | Path) -> list[Path]:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         return []
-    files = [p for name in RUN_RECORDS for p in (run_dir.glob(name), run_dir.glob(f"fold-*/{name}")) for p in p]
+    files = [p for name in RUN_RECORDS for pattern in (name, f"fold-*/{name}") for p in run_dir.glob(pattern)]
     files += [p for folder in ("checkpoints", "tensorboard") for pattern in (folder, f"fold-*/{folder}")
               for root in run_dir.glob(pattern) for p in root.rglob("*") if p.is_file()]
     for config in [p for p in files if p.name == "config.yaml"]:

@@ -28,9 +28,13 @@ class MissingFilesError(SampleReadError):
 
     def __init__(self, missing: list[tuple[object, str]], total: int, limit: int = 10):
         self.missing = missing
-        shown = "; ".join(f"row id {row_id}: {path}" for row_id, path in missing[:limit])
-        more = f"; and {len(missing) - limit} more" if len(missing) > limit else ""
-        super().__init__(f"{len(missing)} of {total} sample files do not exist: {shown}{more}.", hint="check the path column and the folder the paths are relative to.")
+        super().__init__(f"{len(missing)} of {total} sample files do not exist: {rows_listed(missing, limit)}.", hint="check the path column and the folder the paths are relative to.")
+
+
+def rows_listed(rows: list[tuple[object, str]], limit: int) -> str:
+    """(row id, path) pairs for a message: the first ``limit``, then how many more."""
+    shown = "; ".join(f"row id {row_id}: {path}" for row_id, path in rows[:limit])
+    return shown + (f"; and {len(rows) - limit} more" if len(rows) > limit else "")
 
 
 class SampleShapeError(SampleReadError):
@@ -187,15 +191,14 @@ class VideoSamples(FileSamples):
 
 
 def check_files(paths: Sequence[str | Path], ids: Sequence, limit: int = 10, folders: bool = False) -> None:
-    """MissingFilesError listing every missing file (or folder, with ``folders``) with its row id (the first ``limit`` in the message)."""
-    if not folders:
-        directories = [(row_id, str(path)) for path, row_id in zip(paths, ids) if os.path.isdir(path)]
-        if directories:
-            shown = "; ".join(f"row id {row_id}: {path}" for row_id, path in directories[:limit])
-            raise SampleReadError(f"{len(directories)} of {len(paths)} sample paths are directories, not files: {shown}" + ("; ..." if len(directories) > limit else "") + ".",
-                                  hint="point the path column at the sample files themselves.")
+    """MissingFilesError listing every missing file (or folder, with ``folders``) with its row id (the first ``limit`` in the message);
+    paths that are directories where files are expected are named as such."""
     exists = os.path.exists if folders else os.path.isfile
     missing = [(row_id.item() if isinstance(row_id, np.generic) else row_id, str(path)) for path, row_id in zip(paths, ids) if not exists(path)]
+    directories = [] if folders else [(row_id, path) for row_id, path in missing if os.path.isdir(path)]  # not missing: the wrong kind
+    if directories:
+        raise SampleReadError(f"{len(directories)} of {len(paths)} sample paths are directories, not files: {rows_listed(directories, limit)}.",
+                              hint="point the path column at the sample files themselves.")
     if missing:
         raise MissingFilesError(missing, total=len(paths), limit=limit)
 

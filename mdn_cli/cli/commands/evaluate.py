@@ -51,15 +51,15 @@ def evaluate(
     if predictions is not None:
         with atomic_path(predictions) as tmp:
             evaluation.predictions.to_csv(tmp, index=False)
-    saved, kept = None, ""
     try:
         saved = save_result(run_dir, evaluation)
-        kept = f"kept in {saved}"
     except MdnError as exc:  # a read-only run (a shared or archived one) is still scored; only the copy is not kept
         if log:
             raise
         kept = f"not kept in the run ({exc.message})"
-    if log:
-        log_result(run_dir, evaluation, saved)
+    else:
+        kept = f"kept in {saved}"
+        if log:
+            log_result(run_dir, evaluation, saved)
     show(render_evaluation(evaluation.result, fmt.value), output)
     err_console().print(kept + (f"; predictions in {predictions}" if predictions else "") + ("; logged to the run's records" if log else ""), markup=False)
