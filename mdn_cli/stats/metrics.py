@@ -1,28 +1,31 @@
 """Prediction metrics, overall and per metadata group, with their gaps and bootstrap intervals.
 
-Pure (numpy, pandas and scikit-learn: no files, no torch, nothing of mdn_cli) so `mdn evaluate`,
+Pure (numpy and pandas: no files, no torch, nothing of mdn_cli outside stats) so `mdn evaluate`,
 training and cross-validation share it and the CLI layer adds file and option names to the errors.
 
-Every metric is a ``sklearn.metrics`` call (Pearson r: numpy's weighted covariance). A bootstrap
-replicate passes each row's count in the resample as ``sample_weight``, which is exactly the
-metric of the resampled rows, so the point estimate and the replicates share one definition. A
-metric undefined on the rows at hand (one class only for AUC, 0/0 for F1, a constant column for
-R² or r) is None with a reason (``MetricValues.undefined``): it is detected before scikit-learn
-is called, so no warning leaks.
+Every metric is scikit-learn's definition (Pearson r: numpy's weighted covariance), computed by
+``_weighted_metrics`` for a matrix of row weights. A bootstrap replicate weights each row by its
+count in the resample, which is exactly the metric of the resampled rows, so the point estimate
+(every weight 1) and all replicates share one definition and one pass. A metric undefined on the
+rows at hand (one class only for AUC, 0/0 for F1, a constant column for R² or r) is None with a
+reason (``MetricValues.undefined``).
 """
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass, field
 from typing import Mapping, Optional, Sequence
 
 import numpy as np
 import pandas as pd
-import sklearn
-from sklearn import metrics as skm
 
+from mdn_cli.stats._weighted_metrics import ROWS_BY_TASK, WeightedRows, predicted_classes
 from mdn_cli.stats.validation import level_text, listing
+
+__all__ = [
+    "LOWER_IS_BETTER", "METRICS_BY_TASK", "MetricValues", "MetricsInputError", "bootstrap_intervals", "gaps",
+    "group_table", "mean_sd", "overall_metrics", "predicted_classes", "quantile_groups",
+]  # fmt: skip
 
 METRICS_BY_TASK: dict[str, tuple[str, ...]] = {
     "binary": ("accuracy", "balanced_accuracy", "roc_auc", "average_precision", "f1", "log_loss", "brier"),
@@ -30,9 +33,6 @@ METRICS_BY_TASK: dict[str, tuple[str, ...]] = {
     "regression": ("mae", "rmse", "r2", "pearson_r"),
 }
 LOWER_IS_BETTER = frozenset({"log_loss", "brier", "mae", "rmse"})
-# Binary prediction is class 1 when score > THRESHOLD: logit > 0, as training's accuracy counts it.
-THRESHOLD = 0.5
-
 _NOT_GAPPED = frozenset({"confusion_matrix"})  # a table, not a number: no gap, no interval
 _PROBABILITY_TOLERANCE = 1e-4  # |row sum - 1| allowed for multiclass probabilities (float32 softmax)
 _WEIGHTS_PER_CHUNK = 1 << 21  # bootstrap weights held at once (replicates x rows): 16 MB of float64
@@ -43,11 +43,6 @@ _REASONS = {
     "r2": "y_true is constant (R² divides by its variance)",
     "pearson_r": "y_true is constant (the correlation divides by its spread)",
 }
-
-
-def predicted_classes(task: str, score: np.ndarray) -> np.ndarray:
-    """The predicted class index per row: class 1 when P(class 1) > THRESHOLD (binary), the most probable class (multiclass)."""
-    return score.argmax(axis=1) if task == "multiclass" else (score > THRESHOLD).astype(np.int64)
 
 
 class MetricsInputError(ValueError):
@@ -100,8 +95,8 @@ def _class_codes(y_true, n_classes: int, classes: Optional[Sequence]) -> np.ndar
     return numbers.astype(np.int64)
 
 
-def _prepare(task: str, y_true, score, classes: Optional[Sequence]) -> tuple[np.ndarray, np.ndarray]:
-    """Checked float64 scores and y_true as class codes (classification) or floats (regression)."""
+def _prepare(task: str, y_true, score, classes: Optional[Sequence]) -> WeightedRows:
+    """The rows, checked: float64 scores, and y_true as class codes (classification) or floats (regression)."""
     if task not in METRICS_BY_TASK:
         raise MetricsInputError(f"unknown task {task!r}; expected one of {', '.join(METRICS_BY_TASK)}.")
     if np.ndim(y_true) != 1:
@@ -128,11 +123,11 @@ def _prepare(task: str, y_true, score, classes: Optional[Sequence]) -> tuple[np.
         bad = ~np.isfinite(y)
         if bad.any():
             raise MetricsInputError(f"y_true is missing, infinite or not a number in {_rows(int(bad.sum()))}.")
-        return y, score
+        return ROWS_BY_TASK[task](y, score)
     if task == "binary":
         if ((score < 0) | (score > 1)).any():
             raise MetricsInputError("binary scores must be probabilities in [0, 1]; apply a sigmoid to logits first.")
-        return _class_codes(y_true, 2, classes), score
+        return ROWS_BY_TASK[task](_class_codes(y_true, 2, classes), score)
     if score.shape[1] < 2:
         raise MetricsInputError(f"multiclass scores need at least 2 columns (got {score.shape[1]}).")
     sums = score.sum(axis=1)
@@ -142,97 +137,20 @@ def _prepare(task: str, y_true, score, classes: Optional[Sequence]) -> tuple[np.
             f"(row sums range {sums.min():.4g}..{sums.max():.4g}); apply a softmax to logits first."
         )
     # rows within the tolerance (float32 softmax) made to sum to 1 exactly, as sklearn's log_loss expects
-    return _class_codes(y_true, score.shape[1], classes), score / sums[:, None]
+    return ROWS_BY_TASK[task](_class_codes(y_true, score.shape[1], classes), score / sums[:, None])
 
 
-# ----------------------------------------------------------------------------------------------
-# Metrics of weighted rows: scikit-learn calls; w is (replicates, rows), one value per replicate
-# ----------------------------------------------------------------------------------------------
-
-
-def _binary(y: np.ndarray, p: np.ndarray, w: np.ndarray) -> dict:
-    predicted = predicted_classes("binary", p)
-    ranked = y.min() != y.max()  # both classes present: AUC and AP are defined
-    return {
-        "accuracy": skm.accuracy_score(y, predicted, sample_weight=w),
-        "balanced_accuracy": skm.balanced_accuracy_score(y, predicted, sample_weight=w),  # classes present
-        "roc_auc": skm.roc_auc_score(y, p, sample_weight=w) if ranked else np.nan,
-        "average_precision": skm.average_precision_score(y, p, sample_weight=w) if ranked else np.nan,
-        "f1": skm.f1_score(y, predicted, sample_weight=w, pos_label=1) if (y.any() or predicted.any()) else np.nan,
-        "log_loss": skm.log_loss(y, p, sample_weight=w, labels=[0, 1]),
-        "brier": skm.brier_score_loss(y, p, sample_weight=w, labels=[0, 1]),
-    }
-
-
-def _multiclass(y: np.ndarray, p: np.ndarray, w: np.ndarray) -> dict:
-    k = p.shape[1]
-    predicted = predicted_classes("multiclass", p)
-    return {
-        "accuracy": skm.accuracy_score(y, predicted, sample_weight=w),
-        "balanced_accuracy": skm.balanced_accuracy_score(y, predicted, sample_weight=w),  # classes in y_true
-        "macro_f1": skm.f1_score(y, predicted, sample_weight=w, average="macro"),  # classes in y_true or predicted
-        "log_loss": skm.log_loss(y, p, sample_weight=w, labels=list(range(k))),
-        "confusion_matrix": skm.confusion_matrix(y, predicted, sample_weight=w, labels=list(range(k))),
-    }
-
-
-def _regression(y: np.ndarray, s: np.ndarray, w: np.ndarray) -> dict:
-    y_constant, s_constant = y.min() == y.max(), s.min() == s.max()
-    pearson = np.nan
-    if not (y_constant or s_constant):
-        covariance = np.cov(y, s, aweights=w)
-        pearson = float(np.clip(covariance[0, 1] / np.sqrt(covariance[0, 0] * covariance[1, 1]), -1, 1))
-    return {
-        "mae": skm.mean_absolute_error(y, s, sample_weight=w),
-        "rmse": np.sqrt(skm.mean_squared_error(y, s, sample_weight=w)),
-        "r2": np.nan if y_constant else skm.r2_score(y, s, sample_weight=w),
-        "pearson_r": pearson,
-    }
-
-
-def _replicated(task: str, metrics_of_rows):
-    """The metrics of each replicate's rows: a row counted c times has sample weight c (0: not drawn).
-
-    Undrawn rows are dropped before the call, so a class present only among them is absent, as
-    in the resample itself. The metric functions return NaN where a metric is undefined and
-    never call scikit-learn there; its remaining warnings (balanced accuracy over a class
-    missing from y_true, which it documents and handles) are silenced.
-    """
-
-    def compute(y: np.ndarray, score: np.ndarray, w: np.ndarray) -> dict[str, np.ndarray]:
-        replicates = []
-        with warnings.catch_warnings(), sklearn.config_context(assume_finite=True, skip_parameter_validation=True):
-            warnings.simplefilter("ignore")
-            for weights in w:
-                drawn = weights > 0
-                replicates.append(metrics_of_rows(y[drawn], score[drawn], weights[drawn]) if drawn.any() else None)
-        template = next((r for r in replicates if r is not None), None)
-        if template is None:  # a group drawn in none of these replicates
-            return {name: np.full(len(w), np.nan) for name in METRICS_BY_TASK[task]}
-        return {
-            name: np.array([np.full_like(np.asarray(value, dtype=np.float64), np.nan) if r is None else r[name]
-                            for r in replicates], dtype=np.float64)
-            for name, value in template.items()
-        }
-
-    return compute
-
-
-_BY_TASK = {task: _replicated(task, function) for task, function in
-            {"binary": _binary, "multiclass": _multiclass, "regression": _regression}.items()}
-
-
-def _point(task: str, y: np.ndarray, score: np.ndarray) -> MetricValues:
+def _point(task: str, rows: WeightedRows) -> MetricValues:
     """The metrics of these rows, each weighted 1."""
-    arrays = _BY_TASK[task](y, score, np.ones((1, len(y))))
+    arrays = rows.metrics(np.ones((1, len(rows.y))))
     values: dict[str, float | list | None] = {}
     for name in METRICS_BY_TASK[task]:
-        value = arrays[name][0]
         if name == "confusion_matrix":
-            values[name] = np.rint(value).astype(int).tolist()
+            values[name] = rows.confusion_matrix()
         else:
+            value = arrays[name][0]
             values[name] = None if np.isnan(value) else float(value)
-    undefined = {name: _why_undefined(name, y) for name, value in values.items() if value is None}
+    undefined = {name: _why_undefined(name, rows.y) for name, value in values.items() if value is None}
     return MetricValues(values=values, undefined=undefined)
 
 
@@ -249,8 +167,7 @@ def overall_metrics(task: str, y_true, score, classes: Optional[Sequence] = None
     ``classes``, negative first); multiclass: ``score`` (n, K) probabilities, ``y_true`` codes
     0..K-1 (or ``classes``, the labels of score's columns); regression: ``score`` the prediction.
     """
-    y, s = _prepare(task, y_true, score, classes)
-    return _point(task, y, s)
+    return _point(task, _prepare(task, y_true, score, classes))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -345,16 +262,21 @@ def _columns(groups: Optional[Mapping[str, pd.Series]], n: int) -> list[_Column]
     return columns
 
 
-def _group_rows(task: str, y: np.ndarray, score: np.ndarray, columns: list[_Column]) -> list[dict]:
-    rows = []
+def _group_rows(task: str, rows_of: dict[tuple[str, str], WeightedRows], columns: list[_Column]) -> list[dict]:
+    """The ``group_table`` rows, from each group's prepared rows (``rows_of[column, group]``)."""
+    table = []
     for column in columns:
         for group, mask in column.masks.items():
-            metrics = _point(task, y[mask], score[mask])
-            rows.append({
+            metrics = _point(task, rows_of[column.name, group])
+            table.append({
                 "column": column.name, "group": group, "n": int(mask.sum()), "n_missing": column.n_missing,
                 **metrics.values, "undefined": metrics.undefined,
             })  # fmt: skip
-    return rows
+    return table
+
+
+def _rows_of_groups(rows: WeightedRows, columns: list[_Column]) -> dict[tuple[str, str], WeightedRows]:
+    return {(column.name, group): rows.subset(mask) for column in columns for group, mask in column.masks.items()}
 
 
 def group_table(task: str, y_true, score, groups: Mapping[str, pd.Series], classes: Optional[Sequence] = None) -> list[dict]:
@@ -365,8 +287,9 @@ def group_table(task: str, y_true, score, groups: Mapping[str, pd.Series], class
     of that column and counted in ``n_missing``; ``undefined`` says why a metric is None in that
     group. The shape of fairlearn's ``MetricFrame.by_group``, one column after another.
     """
-    y, s = _prepare(task, y_true, score, classes)
-    return _group_rows(task, y, s, _columns(groups, len(y)))
+    rows = _prepare(task, y_true, score, classes)
+    columns = _columns(groups, len(rows.y))
+    return _group_rows(task, _rows_of_groups(rows, columns), columns)
 
 
 def gaps(rows: Sequence[dict]) -> list[dict]:
@@ -446,28 +369,29 @@ def bootstrap_intervals(
         raise MetricsInputError(f"n_boot must be a whole number of at least 1 (got {n_boot!r}).")
     if not 0 < level < 1:
         raise MetricsInputError(f"level must be between 0 and 1, such as 0.95 (got {level!r}).")
-    y, s = _prepare(task, y_true, score, classes)
-    columns = _columns(groups, len(y))
+    rows = _prepare(task, y_true, score, classes)
+    n = len(rows.y)
+    columns = _columns(groups, n)
+    rows_of = _rows_of_groups(rows, columns)
     names = [name for name in METRICS_BY_TASK[task] if name not in _NOT_GAPPED]
-    point = _point(task, y, s)
-    point_rows = _group_rows(task, y, s, columns)
+    point = _point(task, rows)
+    point_rows = _group_rows(task, rows_of, columns)
     point_gaps = gaps(point_rows)
     had = {(row["column"], row["group"], name): row[name] is not None for row in point_rows for name in names}
 
-    compute = _BY_TASK[task]
     overall: dict[str, list[np.ndarray]] = {name: [] for name in names}
     gapped: dict[tuple[str, str], list[np.ndarray]] = {(gap["column"], gap["metric"]): [] for gap in point_gaps}
     grouped: dict[tuple[str, str, str], list[np.ndarray]] = {key: [] for key in had}
     rng = np.random.default_rng(seed)
-    per_chunk = max(1, _WEIGHTS_PER_CHUNK // len(y))
+    per_chunk = max(1, _WEIGHTS_PER_CHUNK // n)
     for start in range(0, n_boot, per_chunk):
         size = min(per_chunk, n_boot - start)
-        w = _resampled_counts(None if task == "regression" else y, len(y), size, rng).astype(np.float64)
-        replicate = compute(y, s, w)
+        w = _resampled_counts(None if task == "regression" else rows.y, n, size, rng).astype(np.float64)
+        replicate = rows.metrics(w)
         for name in names:
             overall[name].append(replicate[name])
         for column in columns:
-            by_group = {group: compute(y[mask], s[mask], w[:, mask]) for group, mask in column.masks.items()}
+            by_group = {group: rows_of[column.name, group].metrics(w[:, mask]) for group, mask in column.masks.items()}
             for group, replicate_of_group in by_group.items():
                 for name in names:
                     grouped[column.name, group, name].append(replicate_of_group[name])

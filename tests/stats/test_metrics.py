@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pandas as pd
 import pytest
 from sklearn import metrics as skm
 
+from mdn_cli.stats._weighted_metrics import ROWS_BY_TASK
 from mdn_cli.stats.metrics import (
-    _BY_TASK,
     LOWER_IS_BETTER,
     METRICS_BY_TASK,
     MetricsInputError,
@@ -323,15 +324,113 @@ def test_weighted_replicates_equal_sklearn_on_the_resampled_rows(rng, task):
         y = rng.normal(size=n)
         s = y + rng.normal(size=n)
     counts = _resampled_counts(None if task == "regression" else y, n, 5, rng)
-    replicates = _BY_TASK[task](y, s, counts.astype(float))
+    replicates = ROWS_BY_TASK[task](y, s).metrics(counts.astype(float))
     reference = {"binary": sklearn_binary, "multiclass": sklearn_multiclass, "regression": regression_reference}[task]
     for b in range(5):
         rows = np.repeat(np.arange(n), counts[b])
         expected = reference(y[rows], s[rows])
-        got = {name: replicates[name][b] for name in expected}
-        if task == "multiclass":
-            got["confusion_matrix"] = np.rint(got["confusion_matrix"]).astype(int).tolist()
-        assert_values(got, expected)
+        expected.pop("confusion_matrix", None)  # the point estimate's alone
+        assert_values({name: replicates[name][b] for name in expected}, expected)
+
+
+def sklearn_weighted(task: str, y: np.ndarray, s: np.ndarray, w: np.ndarray) -> dict:
+    """One replicate through scikit-learn with ``sample_weight``, its undrawn rows dropped; NaN where undefined."""
+    drawn = w > 0
+    y, s, w = y[drawn], s[drawn], w[drawn]
+    if not len(y):
+        return {}
+    if task == "regression":
+        varied = y.min() != y.max() and s.min() != s.max()
+        covariance = np.cov(y, s, aweights=w) if varied else None
+        return {
+            "mae": skm.mean_absolute_error(y, s, sample_weight=w),
+            "rmse": np.sqrt(skm.mean_squared_error(y, s, sample_weight=w)),
+            "r2": skm.r2_score(y, s, sample_weight=w) if y.min() != y.max() else np.nan,
+            "pearson_r": covariance[0, 1] / np.sqrt(covariance[0, 0] * covariance[1, 1]) if varied else np.nan,
+        }
+    predicted = (s > 0.5).astype(int) if task == "binary" else s.argmax(axis=1)
+    labels = [0, 1] if task == "binary" else list(range(s.shape[1]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # balanced accuracy over a class missing from y_true: documented, handled
+        values = {
+            "accuracy": skm.accuracy_score(y, predicted, sample_weight=w),
+            "balanced_accuracy": skm.balanced_accuracy_score(y, predicted, sample_weight=w),
+        }
+    if task == "multiclass":
+        values["macro_f1"] = skm.f1_score(y, predicted, sample_weight=w, average="macro")
+        values["log_loss"] = skm.log_loss(y, s, sample_weight=w, labels=labels)
+        return values
+    both = y.min() != y.max()
+    values["roc_auc"] = skm.roc_auc_score(y, s, sample_weight=w) if both else np.nan
+    values["average_precision"] = skm.average_precision_score(y, s, sample_weight=w) if both else np.nan
+    values["f1"] = skm.f1_score(y, predicted, sample_weight=w) if (y.any() or predicted.any()) else np.nan
+    values["log_loss"] = skm.log_loss(y, s, sample_weight=w, labels=labels)
+    values["brier"] = skm.brier_score_loss(y, s, sample_weight=w)
+    return values
+
+
+def percentile_interval(values: list) -> dict:
+    values = np.array([value for value in values if not np.isnan(value)])
+    if not values.size:
+        return {"low": None, "high": None, "n_used": 0}
+    low, high = np.quantile(values, [0.025, 0.975])
+    return {"low": low, "high": high, "n_used": values.size}
+
+
+def study(rng, task: str, n: int):
+    """Rows with ties (binary), a class never predicted (multiclass), and a 3-row group often drawn once or not at all."""
+    if task == "binary":
+        y, s = binary_data(rng, n, ties=True)
+    elif task == "multiclass":
+        y, s = multiclass_data(rng, n, k=3)
+        s = np.c_[s * 0.99, np.full(n, 0.01)]
+    else:
+        y = rng.normal(size=n)
+        s = y + rng.normal(size=n)
+    site = pd.Series(rng.choice(["a", "b"], n))
+    site[:3] = "tiny"
+    return y, s, {"site": site, "half": pd.Series(np.arange(n) % 2)}
+
+
+@pytest.mark.parametrize("task", ["binary", "multiclass", "regression"])
+def test_intervals_equal_sklearn_with_sample_weight_on_the_same_resamples(rng, task):
+    n, n_boot, seed = 90, 200, 5
+    y, s, groups = study(rng, task, n)
+    result = bootstrap_intervals(task, y, s, groups, n_boot=n_boot, seed=seed)
+    counts = _resampled_counts(None if task == "regression" else y, n, n_boot, np.random.default_rng(seed))  # one chunk
+    names = [name for name in METRICS_BY_TASK[task] if name != "confusion_matrix"]
+    replicates = [sklearn_weighted(task, y, s, w.astype(float)) for w in counts]
+    expected_overall = {name: percentile_interval([r[name] for r in replicates]) for name in names}
+    expected_groups, expected_gaps = {}, {}
+    for column, labels in groups.items():
+        masks = {str(group): (labels == group).to_numpy() for group in labels.unique()}
+        by_group = {group: [sklearn_weighted(task, y[mask], s[mask], w[mask].astype(float)) for w in counts]
+                    for group, mask in masks.items()}  # fmt: skip
+        for group, values in by_group.items():
+            for name in names:
+                expected_groups[column, group, name] = percentile_interval([v.get(name, np.nan) for v in values])
+        for name in names:
+            had = [group for group, mask in masks.items() if not np.isnan(sklearn_weighted(task, y[mask], s[mask], np.ones(mask.sum()))[name])]
+            differences = []
+            for b in range(n_boot):
+                compared = [by_group[group][b].get(name, np.nan) for group in had]
+                differences.append(np.nan if np.isnan(compared).any() else max(compared) - min(compared))
+            expected_gaps[column, name] = percentile_interval(differences) if len(had) >= 2 else None
+
+    def same(got: dict, expected: dict):
+        assert got["n_used"] == expected["n_used"]
+        if expected["n_used"]:
+            assert [got["low"], got["high"]] == pytest.approx([expected["low"], expected["high"]], rel=1e-12, abs=1e-12)
+
+    for name in names:
+        same(result["overall"][name], expected_overall[name])
+    for interval in result["groups"]:
+        same(interval, expected_groups[interval["column"], interval["group"], interval["metric"]])
+    for gap in result["gaps"]:
+        same(gap, expected_gaps[gap["column"], gap["metric"]])
+    assert len(result["gaps"]) == sum(value is not None for value in expected_gaps.values())
+    tiny = [interval["n_used"] for interval in result["groups"] if interval["group"] == "tiny"]
+    assert min(tiny) < n_boot  # the tiny group's undefined replicates were met, and skipped
 
 
 def test_stratified_resampling_keeps_class_counts(rng):
