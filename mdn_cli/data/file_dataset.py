@@ -14,7 +14,7 @@ from typing import Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
 from mdn_cli.data.batching import batch_rows
 from mdn_cli.data.clips import ClipSampler
@@ -269,12 +269,17 @@ class RowBatches(Sampler):
 
 
 class SampleBatches(Dataset):
-    """Whole batches for RowBatches' keys; an error is returned, not raised, so that it reaches the main process whole."""
+    """Whole batches for RowBatches' keys; an error is returned, not raised, so that it reaches the main process whole.
+
+    The samples are stacked by ``default_collate``, which in a worker stacks straight into shared
+    memory (a plain ``torch.stack`` would be copied there again to cross to the main process); the
+    rows travel as a tuple, pickled with the batch, rather than as a second shared tensor.
+    """
 
     def __init__(self, samples: FileSamples):
         self.samples = samples
 
-    def __getitem__(self, key: tuple[tuple[int, ...], int, bool]) -> tuple[torch.Tensor, torch.Tensor] | SampleReadError:
+    def __getitem__(self, key: tuple[tuple[int, ...], int, bool]) -> tuple[tuple[int, ...], torch.Tensor] | SampleReadError:
         rows, epoch, training = key
         try:
             tensors = [self.samples.load(row, epoch, training) for row in rows]
@@ -288,7 +293,7 @@ class SampleBatches(Dataset):
                         path=s.paths[row],
                         row_id=s.ids[row],
                     )
-            return torch.tensor(rows, dtype=torch.long), torch.stack(tensors)
+            return rows, default_collate(tensors)
         except SampleReadError as exc:
             return exc
 
@@ -300,7 +305,8 @@ class FileLoader(DataLoader):
         for batch in super().__iter__():
             if isinstance(batch, SampleReadError):
                 raise batch
-            yield batch
+            rows, inputs = batch
+            yield torch.tensor(rows, dtype=torch.long), inputs
 
 
 def loader(

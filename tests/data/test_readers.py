@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import pickle
 from pathlib import Path
 
@@ -88,6 +89,55 @@ def test_nifti_scaling_gives_float32(tmp_path: Path):
     assert raw.dtype == np.float32 and np.array_equal(raw, (stored * 0.5 + 1.0)[None].astype(np.float32))
     nib.save(nib.Nifti1Image(stored, np.eye(4)), tmp_path / "i.nii")
     assert read_raw(tmp_path / "i.nii").dtype == np.int16
+
+
+def nifti_variants(folder: Path, rng: np.random.Generator) -> dict[str, Path]:
+    """Files as scanners and tools write them, each saved by nibabel: NIfTI-1 and -2, both byte orders, header
+    extensions, scaled integers, and gzip streams of several members (bgzip, ``cat a.gz b.gz``)."""
+    volume = rng.normal(size=(6, 5, 4)).astype(np.float32)
+    images = {
+        "nifti1.nii.gz": nib.Nifti1Image(volume, np.eye(4)),
+        "nifti2.nii.gz": nib.Nifti2Image(volume, np.eye(4)),
+        "nifti2.nii": nib.Nifti2Image(volume.astype(np.float64), np.eye(4)),
+        "big_endian.nii.gz": nib.Nifti1Image(volume, np.eye(4), nib.Nifti1Header(endianness=">")),
+        "scaled.nii.gz": nib.Nifti1Image(rng.integers(0, 1000, (6, 5, 4)).astype(np.int16), np.eye(4)),
+        "extension.nii.gz": nib.Nifti1Image(volume, np.eye(4)),
+        "channels.nii.gz": nib.Nifti1Image(rng.normal(size=(6, 5, 4, 3)).astype(np.float32), np.eye(4)),
+    }
+    images["scaled.nii.gz"].header.set_slope_inter(0.25, -3.0)
+    images["extension.nii.gz"].header.extensions.append(nib.nifti1.Nifti1Extension("comment", b"scanner notes " * 40))
+    for name, image in images.items():
+        nib.save(image, folder / name)
+    members = folder / "members.nii.gz"
+    whole = gzip.decompress((folder / "nifti1.nii.gz").read_bytes())
+    members.write_bytes(b"".join(gzip.compress(whole[start : start + 1000]) for start in range(0, len(whole), 1000)))
+    return {path.name: path for path in [*(folder / name for name in images), members]}
+
+
+def test_nifti_variants_read_as_nibabel_reads_them(tmp_path: Path, rng: np.random.Generator):
+    for name, path in nifti_variants(tmp_path, rng).items():
+        expected = np.asanyarray(nib.load(path).dataobj)
+        expected = expected[None] if expected.ndim == 3 else np.moveaxis(expected, 3, 0)
+        raw = read_raw(path)
+        assert raw.dtype.isnative and raw.flags.writeable and raw.flags.c_contiguous, name
+        assert np.array_equal(raw, expected.astype(raw.dtype)), name
+        assert raw.dtype == (np.float32 if name == "scaled.nii.gz" else expected.dtype.newbyteorder("=")), name
+
+
+def test_damaged_nifti_is_named(tmp_path: Path, rng: np.random.Generator):
+    good = nifti_variants(tmp_path, rng)["nifti1.nii.gz"].read_bytes()
+    damaged = {
+        "truncated.nii.gz": gzip.compress(gzip.decompress(good)[:-100]),  # data cut short
+        "cut_stream.nii.gz": good[: len(good) // 2],  # the gzip stream itself cut short
+        "not_gzip.nii.gz": gzip.decompress(good),
+        "not_nifti.nii": b"\0" * 600,
+        "empty.nii.gz": b"",
+    }
+    for name, content in damaged.items():
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(SampleReadError, match="cannot be read as NIfTI") as info:
+            read_raw(tmp_path / name)
+        assert info.value.path == str(tmp_path / name), name
 
 
 @pytest.mark.parametrize("shape, found", [((4, 5), "2D"), ((2, 3, 4, 1, 2), "5D")])
