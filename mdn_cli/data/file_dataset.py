@@ -298,8 +298,16 @@ class SampleBatches(Dataset):
             return exc
 
 
+def _whole(batch):
+    """SampleBatches' batch as it is: the default (``default_convert``) would walk every row index of it."""
+    return batch
+
+
 class FileLoader(DataLoader):
     """A DataLoader of ``(rows, inputs)`` batches that re-raises a worker's SampleReadError with its fields."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, collate_fn=_whole, **kwargs)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         for batch in super().__iter__():

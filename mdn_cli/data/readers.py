@@ -9,7 +9,6 @@ from __future__ import annotations
 import io
 import os
 import re
-import warnings
 import zlib
 from pathlib import Path
 from typing import Callable
@@ -101,11 +100,15 @@ def read_raw(path: str | Path, channels: int | None = None) -> np.ndarray:
     return array
 
 
+_INTEGER_RANGES = {np.dtype(np.uint8): np.float32(255), np.dtype(np.uint16): np.float32(65535)}
+
+
 def to_float(array: np.ndarray) -> torch.Tensor:
     """float32 in the range a model expects: uint8 / 255 and uint16 / 65535; other numbers as they are."""
-    if array.dtype in (np.uint8, np.uint16):
+    divisor = _INTEGER_RANGES.get(array.dtype)
+    if divisor is not None:
         out = array.astype(np.float32)
-        out /= np.float32(np.iinfo(array.dtype).max)  # in place: one float copy of the sample, not two
+        out /= divisor  # in place: one float copy of the sample, not two
         return torch.from_numpy(out)
     return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
 
@@ -115,35 +118,38 @@ def read_sample(path: str | Path, channels: int | None = None) -> torch.Tensor:
     return to_float(read_raw(path, channels))
 
 
+_SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I"})
+
+
 def _read_image(path: str | Path, channels: int | None) -> np.ndarray:
     try:
-        with warnings.catch_warnings():  # Pillow warns of large images; the size is checked here instead
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(path)
+        with open(path, "rb") as file:  # one read: Pillow's many small reads of a file cost more than of memory
+            data = io.BytesIO(file.read())
+        image = Image.open(data)  # (Pillow's bomb warning, for images over its own limit: the CLI mutes it)
         with image:
             frames = getattr(image, "n_frames", 1)
             if frames > 1:
                 raise SampleReadError(f"has {frames} frames; expected a single image.", path=path, hint="store volumes as NIfTI (.nii.gz) or .npy.")
-            _check_size(image.size[0] * image.size[1] * len(image.getbands()), f"{image.size[0]}x{image.size[1]}", path)
-            image.load()
-            return _image_array(image, channels)
+            width, height = image.size
+            _check_size(width * height * len(image.getbands()), f"{width}x{height}", path)
+            return _image_array(image, image.mode, channels, path)  # decoded here, by numpy's read of the pixels
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         if isinstance(exc, SampleReadError):
             raise
         raise SampleReadError(f"cannot be read as an image ({exc}).", path=path, hint="the file may be truncated or not an image; re-export it.") from None
 
 
-def _image_array(image: Image.Image, channels: int | None) -> np.ndarray:
-    if image.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
+def _image_array(image: Image.Image, mode: str, channels: int | None, path: str | Path) -> np.ndarray:
+    if mode in _SIXTEEN_BIT_MODES:
         array = np.asarray(image)
-        if image.mode == "I" and (array.min(initial=0) < 0 or array.max(initial=0) > 65535):
-            raise SampleReadError("has 32-bit integer pixels outside the 16-bit range.", path=image.filename, hint="store it as 16-bit or as .npy.")
-        return _match_channels(array.astype(np.uint16)[None], channels, image.filename)
-    if image.mode == "F":
-        return _match_channels(np.asarray(image, dtype=np.float32)[None], channels, image.filename)
-    mode = "L" if channels == 1 or (channels is None and image.mode in ("1", "L", "LA")) else "RGB"
-    pixels = np.array(image if image.mode == mode else image.convert(mode))
-    return pixels[None] if mode == "L" else np.ascontiguousarray(pixels.transpose(2, 0, 1))
+        if mode == "I" and (array.min(initial=0) < 0 or array.max(initial=0) > 65535):
+            raise SampleReadError("has 32-bit integer pixels outside the 16-bit range.", path=path, hint="store it as 16-bit or as .npy.")
+        return _match_channels(array.astype(np.uint16)[None], channels, path)
+    if mode == "F":
+        return _match_channels(np.asarray(image, dtype=np.float32)[None], channels, path)
+    wanted = "L" if channels == 1 or (channels is None and mode in ("1", "L", "LA")) else "RGB"
+    pixels = np.array(image if mode == wanted else image.convert(wanted))  # a writable copy (Pillow hands over read-only bytes)
+    return pixels[None] if wanted == "L" else np.ascontiguousarray(pixels.transpose(2, 0, 1))
 
 
 _NIFTI_HEADERS = {header.sizeof_hdr: header for header in (nib.Nifti1Header, nib.Nifti2Header)}

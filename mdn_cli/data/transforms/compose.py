@@ -23,14 +23,11 @@ class Compose:
 
     def __init__(self, steps: Sequence[Step], clips: bool = False):
         self.steps, self.clips = tuple(steps), clips
+        self.is_random = any(step.random for step in self.steps)
 
     @classmethod
     def from_spec(cls, raw: Any, clips: bool = False) -> Compose:
         return cls(parse_steps(raw), clips)
-
-    @property
-    def is_random(self) -> bool:
-        return any(step.random for step in self.steps)
 
     def __iter__(self) -> Iterator[Step]:
         return iter(self.steps)
