@@ -36,16 +36,21 @@ WAYS = {
 }
 
 
-def mdn(*args: str) -> None:
-    done = subprocess.run([sys.executable, "-m", "mdn_cli", *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    if done.returncode:
-        sys.exit(f"mdn {' '.join(args)} failed:\n{done.stderr}")
+def mdn(*args: str) -> int:
+    """Run `mdn ARGS`; its peak resident memory in KiB (this child's own, from wait4)."""
+    child = subprocess.Popen([sys.executable, "-m", "mdn_cli", *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    stderr = child.stderr.read().decode()
+    _, status, usage = os.wait4(child.pid, 0)
+    child.returncode = os.waitstatus_to_exitcode(status)
+    if child.returncode:
+        sys.exit(f"mdn {' '.join(args)} failed:\n{stderr}")
+    return usage.ru_maxrss
 
 
-def seconds(run: Path, options: list[str]) -> float:
+def seconds(run: Path, options: list[str]) -> tuple[float, int]:
     start = time.perf_counter()
-    mdn("evaluate", str(run), "--split", "all", "--bins", "4", "--format", "json", *options)
-    return time.perf_counter() - start
+    peak = mdn("evaluate", str(run), "--split", "all", "--bins", "4", "--format", "json", *options)
+    return time.perf_counter() - start, peak
 
 
 def in_process(run: Path, predictions: Path) -> None:
@@ -69,17 +74,20 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
         run = Path(folder) / "run"
-        mdn("train", str(SPEC), "-o", str(run), "-q", "--set", f"train.epochs={args.epochs}")
+        mdn("train", str(SPEC), "-o", str(run), "-q", "--set", f"train.epochs={args.epochs}")  # (its memory is not reported)
         times: dict[str, list[float]] = {way: [] for way in WAYS}
+        peaks: dict[str, list[int]] = {way: [] for way in WAYS}
         for _ in range(args.rounds):
             for way, options in WAYS.items():
-                times[way].append(seconds(run, options))
+                elapsed, peak = seconds(run, options)
+                times[way].append(elapsed)
+                peaks[way].append(peak)
         plain = times["plain (--by cf)"]
         print(f"`mdn evaluate RUN --split all` (1,000 rows), {args.rounds} rounds, median; ratio per round, median:")
-        print("| evaluate | s | vs plain |\n|---|---:|---:|")
+        print("| evaluate | s | vs plain | peak memory |\n|---|---:|---:|---:|")
         for way, values in times.items():
             ratio = statistics.median(value / base for value, base in zip(values, plain))
-            print(f"| {way} | {statistics.median(values):.2f} | {ratio:.2f}x |")
+            print(f"| {way} | {statistics.median(values):.2f} | {ratio:.2f}x | {max(peaks[way]) / 1024:.0f} MiB |")
         in_process(run, Path(folder) / "predictions.csv")
         print(json.dumps({"load average": os.getloadavg()}))
 
