@@ -23,7 +23,7 @@ import torch
 from mdn_cli.config import Spec, dump_spec
 from mdn_cli.data.file_dataset import FileSamples, SampleTransformError
 from mdn_cli.data.h5 import CHUNK_BYTES, DIVISOR_ATTR, write_ids
-from mdn_cli.data.readers import SampleReadError
+from mdn_cli.data.readers import DIVISORS, SampleReadError
 from mdn_cli.data.rows import sample_error
 from mdn_cli.data.training import load_training_data
 from mdn_cli.data.transforms import Compose, TransformApplyError, needs_float
@@ -31,7 +31,6 @@ from mdn_cli.utils.errors import MdnError
 from mdn_cli.utils.fileio import atomic_path
 from mdn_cli.utils.interrupts import raise_pending
 
-DIVISORS = {np.dtype(np.uint8): 255, np.dtype(np.uint16): 65535}  # readers.to_float's
 CLIP_NOTE = ("each video is packed as its centre clip: random training starts (clip.train: random) and several evaluation clips "
              "(clip.eval_clips) do not carry over; train on the videos for those.")
 

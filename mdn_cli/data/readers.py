@@ -100,12 +100,12 @@ def read_raw(path: str | Path, channels: int | None = None) -> np.ndarray:
     return array
 
 
-_INTEGER_RANGES = {np.dtype(np.uint8): np.float32(255), np.dtype(np.uint16): np.float32(65535)}
+DIVISORS = {np.dtype(np.uint8): 255, np.dtype(np.uint16): 65535}  # integer samples as float: x / divisor (`mdn pack` stores it)
 
 
 def to_float(array: np.ndarray) -> torch.Tensor:
     """float32 in the range a model expects: uint8 / 255 and uint16 / 65535; other numbers as they are."""
-    divisor = _INTEGER_RANGES.get(array.dtype)
+    divisor = DIVISORS.get(array.dtype)
     if divisor is not None:
         out = array.astype(np.float32)
         out /= divisor  # in place: one float copy of the sample, not two

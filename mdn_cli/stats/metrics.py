@@ -35,7 +35,7 @@ METRICS_BY_TASK: dict[str, tuple[str, ...]] = {
 LOWER_IS_BETTER = frozenset({"log_loss", "brier", "mae", "rmse"})
 _NOT_GAPPED = frozenset({"confusion_matrix"})  # a table, not a number: no gap, no interval
 _PROBABILITY_TOLERANCE = 1e-4  # |row sum - 1| allowed for multiclass probabilities (float32 softmax)
-_WEIGHTS_PER_CHUNK = 1 << 21  # bootstrap weights held at once (replicates x rows): 16 MB of float64
+_WEIGHTS_PER_CHUNK = 1 << 21  # bootstrap counts per block (replicates x rows): 16 MB of float64, a few arrays of it while summed; fixes the draws
 _REASONS = {
     "roc_auc": "only one class among these rows (ranking needs both)",
     "average_precision": "only one class among these rows (ranking needs both)",
