@@ -62,7 +62,7 @@ class BinaryRows:
         self.y, self.p = y, p
         truth = y.astype(np.float64)
         predicted = predicted_classes("binary", p).astype(np.float64)
-        # One column per weighted sum: rows, positives, negatives, predicted positives, true positives, true negatives, correct.
+        # One column per weighted sum: rows, positives, negatives, predicted positives, true positives, true negatives, correct, log loss, Brier.
         self.terms = np.column_stack([
             np.ones_like(truth), truth, 1 - truth, predicted, truth * predicted, (1 - truth) * (1 - predicted),
             (truth == predicted).astype(np.float64), _log_loss_terms(np.where(y == 1, p, 1 - p)), (truth - p) ** 2,
@@ -138,11 +138,11 @@ class MulticlassRows:
         sums = w @ self.terms
         total, correct, log_loss = sums[:, 0], sums[:, 1], sums[:, 2]
         true, predicted, tp = sums[:, 3 : 3 + k], sums[:, 3 + k : 3 + 2 * k], sums[:, 3 + 2 * k :]
-        drawn = total > 0
+        drawn, either = total > 0, true + predicted  # either: 2 tp + fp + fn, positive for the classes in y_true or predicted
         return {
             "accuracy": _ratio(correct, total, drawn),
             "balanced_accuracy": _mean_where(_ratio(tp, true, true > 0), true > 0),  # classes in y_true
-            "macro_f1": _mean_where(_ratio(2 * tp, true + predicted, true + predicted > 0), true + predicted > 0),  # in y_true or predicted
+            "macro_f1": _mean_where(_ratio(2 * tp, either, either > 0), either > 0),
             "log_loss": _ratio(log_loss, total, drawn),
         }
 
