@@ -6,11 +6,11 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
-import torch
 
 from mdn_cli.data.audit import AuditResult, audit_features
 from mdn_cli.data.features import open_features
 from mdn_cli.data.tables import align_table, read_table
+from mdn_cli.stats.validation import float_dtype
 
 
 def run_audit(features_path: str | Path, table_source: str, *, dataset: str = "features",
@@ -21,7 +21,7 @@ def run_audit(features_path: str | Path, table_source: str, *, dataset: str = "f
     Default columns: all but the id and the columns with another role (by, given, cluster, permute_within).
     """
     stored = open_features(features_path, dataset)
-    matrix = stored.read(np.float64 if options.get("dtype") == torch.float64 else np.float32)
+    matrix = stored.read(float_dtype(options.get("dtype", "float32")))
     ids, shape = stored.ids, stored.shape
     where = "stdin" if table_source == "-" else str(table_source)
     table = read_table(table_source, id_column or "id")

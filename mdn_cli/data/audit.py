@@ -13,11 +13,10 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 import pandas as pd
-import torch
 
 from mdn_cli.data.design import is_categorical
 from mdn_cli.stats import DcorResult, IndependenceTest, Interval, Tiles, distance_correlation
-from mdn_cli.stats.validation import NonFiniteError, check_finite, level_text, listing
+from mdn_cli.stats.validation import NonFiniteError, as_matrix, check_finite, float_dtype, level_text, listing
 from mdn_cli.utils.errors import MdnError
 
 STATISTIC = "dcor2_u: bias-corrected squared distance correlation (U-statistic)"
@@ -115,10 +114,10 @@ def audit_features(
     permutations: int = 999,
     seed: int = 0,
     sample: Optional[int] = None,
-    dtype: torch.dtype = torch.float32,
+    dtype="float32",
     tile_size: int = 1024,
     progress: Optional[Callable[[int, int], None]] = None,
-    device: torch.device | str = "cpu",
+    device="cpu",
     given: Sequence[str] = (),
     ci: Optional[float] = None,
     cluster: Optional[str] = None,
@@ -136,8 +135,7 @@ def audit_features(
     ``share_over_processes``: every process of a torch.distributed group runs this audit and
     takes a share of the tiles (``distance_correlation``).
     """
-    matrix = features.detach().cpu().numpy() if isinstance(features, torch.Tensor) else np.asarray(features)
-    matrix = matrix.reshape(matrix.shape[0], -1) if matrix.ndim != 2 else matrix
+    matrix = as_matrix(features)
     if matrix.shape[0] != len(table):
         raise MdnError(
             f"{matrix.shape[0]} feature rows but {len(table)} table rows.",
@@ -220,7 +218,7 @@ def audit_features(
         "seed": seed,
         "by": by,
         "sample": sample if sampled else None,
-        "dtype": "float64" if dtype == torch.float64 else "float32",
+        "dtype": float_dtype(dtype).name,
         "given": given,
         "ci": ci,
         "ci_method": None if ci is None else ("jackknife" if cluster is None else f"cluster jackknife over {cluster}"),

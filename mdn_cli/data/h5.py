@@ -8,7 +8,6 @@ from typing import Iterator
 
 import h5py
 import numpy as np
-import torch
 
 from mdn_cli.stats.validation import NonFiniteError, check_finite, listing
 from mdn_cli.utils.errors import MdnError
@@ -105,18 +104,18 @@ class H5Rows:
     def __len__(self) -> int:
         return self.shape[0]
 
-    def take(self, rows: np.ndarray) -> torch.Tensor:
-        """The given rows (any order, repeats allowed) as a float32 tensor."""
+    def take(self, rows: np.ndarray) -> np.ndarray:
+        """The given rows (any order, repeats allowed) as float32."""
         rows = np.asarray(rows, dtype=np.int64)
         if self._memory is not None:
-            return torch.from_numpy(self._memory[rows])
+            return self._memory[rows]
         if self._file is None:
             self._file = h5py.File(self.path, "r")
         unique, inverse = np.unique(rows, return_inverse=True)  # h5py wants increasing, distinct rows
         block = np.ascontiguousarray(self._file[self.dataset][unique][inverse.reshape(-1)], dtype=np.float32)
         if self._divisor is not None:
             block /= self._divisor
-        return torch.from_numpy(self._checked(block, rows))
+        return self._checked(block, rows)
 
 
 

@@ -78,7 +78,7 @@ class H5Provider:
         return len(self.rows)
 
     def take(self, rows: np.ndarray, epoch: int | None = None) -> torch.Tensor:
-        x = self.rows.take(rows)
+        x = torch.from_numpy(self.rows.take(rows))
         augment = epoch is not None and len(self.augment) > 0
         if not len(self.transform) and not augment:
             return x

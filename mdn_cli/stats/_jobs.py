@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
-import torch
 
 from mdn_cli.stats._pass_arrays import PassArrays, Sizes, pass_arrays
 from mdn_cli.stats._tiled import Tiles, tile_pass
@@ -49,7 +48,7 @@ def draw_shuffles(count: int, blocks: Optional[np.ndarray], n_permutations: int,
     return shuffles
 
 
-def job_sums(features: torch.Tensor, mask_list, order, jobs: list[Job], n_permutations: int, rng,
+def job_sums(features: np.ndarray, mask_list, order, jobs: list[Job], n_permutations: int, rng,
              blocks: Optional[np.ndarray], collect: bool, groups: Optional[np.ndarray], options: Tiles) -> list[JobSums]:  # fmt: skip
     """Every job's sums from one pass over the tiles (two with ``collect``, for intervals).
 
@@ -57,7 +56,7 @@ def job_sums(features: torch.Tensor, mask_list, order, jobs: list[Job], n_permut
     ``blocks`` and ``groups`` (block and cluster codes) are in the pass's order already.
     """
     n = features.shape[0]
-    np_dtype = np.float32 if options.dtype == torch.float32 else np.float64
+    np_dtype = options.dtype
     used_masks = sorted({job.mask for job in jobs})
     mask_index = {mask: k for k, mask in enumerate(used_masks)}
     n_masks = len(used_masks)

@@ -10,6 +10,7 @@ weighted the per-row arrays (``_pass_arrays.masked``).
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from mdn_cli.stats._pass_arrays import OUTPUT_NAMES, PassArrays
@@ -18,13 +19,13 @@ from mdn_cli.stats._pass_arrays import OUTPUT_NAMES, PassArrays
 _BLOCK_ELEMENTS = 1 << 22
 
 
-def accumulate(features: torch.Tensor, arrays: PassArrays, tiles, tile: int, device: torch.device, progress,
+def accumulate(features: np.ndarray, arrays: PassArrays, tiles, tile: int, device: str, progress,
                near_fraction: float) -> PassArrays:  # fmt: skip
     """Every output of one pass over ``tiles`` (upper-triangle (i0, j0) pairs) on ``device``."""
     n = features.shape[0]
-    dtype = features.dtype
+    x = torch.from_numpy(features).to(device)
+    dtype = x.dtype
     f64 = torch.float64
-    x = features.to(device)
     x64 = x.to(f64)
     norms = (x * x).sum(dim=1)
     put = lambda array, kind=None: torch.as_tensor(array, device=device, dtype=kind)  # noqa: E731

@@ -29,8 +29,6 @@ from typing import Optional, Sequence
 
 import numpy as np
 import pandas as pd
-import scipy.stats
-import torch
 
 from mdn_cli.stats._jobs import Job, job_sums
 from mdn_cli.stats._tiled import Engine, Tiles, features_matrix
@@ -106,6 +104,8 @@ def dcor_t_test(dcor2_u: float, n: int) -> float:
     v = n * (n - 3) / 2.0
     if dcor2_u >= 1.0:
         return 0.0
+    import scipy.stats  # half a second to import, for this test only
+
     statistic = math.sqrt(v - 1.0) * dcor2_u / math.sqrt(1.0 - dcor2_u**2)
     return float(scipy.stats.t.sf(statistic, v - 1.0))
 
@@ -199,7 +199,7 @@ def distance_correlation(
 
     if jobs:
         if not np.array_equal(order, np.arange(n)):  # a copy only when strata reorder the rows
-            features = features[torch.as_tensor(order)]
+            features = features[order]
         sums = job_sums(features, mask_list, order, jobs, 0 if test is None else test.shuffles,
                         np.random.default_rng(0 if test is None else test.seed), None if blocks is None else blocks[order],
                         interval is not None, None if groups is None else groups[order], tiles)  # fmt: skip
@@ -216,7 +216,7 @@ def dcor2(x, y, *, categorical: bool = False) -> float:
 
     The paper's metric; NaN when it is undefined (fewer than 4 rows, or a constant side).
     """
-    (result,) = distance_correlation(x, [y], [categorical], tiles=Tiles(dtype=torch.float64))
+    (result,) = distance_correlation(x, [y], [categorical], tiles=Tiles(dtype=np.float64))
     return math.nan if result.dcor2_u is None else result.dcor2_u
 
 

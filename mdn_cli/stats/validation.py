@@ -19,6 +19,15 @@ class NonFiniteError(ValueError):
         self.rows = rows
 
 
+def as_matrix(x) -> np.ndarray:
+    """Samples on axis 0 as an (n, d) array, from any array or a torch tensor (detached, on the CPU; without importing torch)."""
+    if hasattr(x, "detach"):
+        x = x.detach().cpu()
+        x = (x if str(x.dtype) in ("torch.float32", "torch.float64") else x.double()).numpy()
+    matrix = np.asarray(x)
+    return matrix.reshape(matrix.shape[0], -1) if matrix.ndim != 2 else matrix
+
+
 def check_finite(matrix, row_names: Sequence | None = None, offset: int = 0) -> None:
     """Raise ``NonFiniteError`` naming the samples (by id when ``row_names`` are given) with NaN or Inf.
 
@@ -32,6 +41,17 @@ def check_finite(matrix, row_names: Sequence | None = None, offset: int = 0) -> 
         names = [row_names[i] for i in positions] if row_names is not None else positions.tolist()
         label = "ids" if row_names is not None else "rows"
         raise NonFiniteError(f"features contain NaN or Inf in {bad.size} {label}: {listing(names)}.", positions)
+
+
+def float_dtype(dtype) -> np.dtype:
+    """float32 or float64 from numpy's or torch's name for it (``torch.float64``, ``np.float32``, "float64")."""
+    try:
+        resolved = np.dtype(dtype)
+    except TypeError:  # torch's dtypes are not numpy's, but their names are
+        resolved = np.dtype(str(dtype).removeprefix("torch."))
+    if resolved not in (np.float32, np.float64):
+        raise ValueError(f"dtype is float32 or float64, not {dtype}")
+    return resolved
 
 
 def level_text(value) -> str:

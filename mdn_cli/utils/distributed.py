@@ -2,7 +2,8 @@
 
 Under torchrun (``WORLD_SIZE`` > 1 in the environment) ``session`` joins the process group: gloo
 on CPU, nccl on GPU. Outside it everything here is a single-process no-op, so the training loop
-has one code path.
+has one code path. torch is imported only to join a group or to place tensors: a process that
+never imported torch.distributed has no group, so single-process commands (`mdn audit`) can ask.
 """
 
 from __future__ import annotations
@@ -13,9 +14,6 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from typing import Iterator, Sequence
-
-import torch
-import torch.distributed as dist
 
 from mdn_cli.utils.errors import MdnError
 
@@ -34,15 +32,23 @@ class World:
         return self.rank == 0
 
 
+def _running_group():
+    """torch.distributed while a process group is running, else None (never imports torch)."""
+    dist = sys.modules.get("torch.distributed")
+    return dist if dist is not None and dist.is_available() and dist.is_initialized() else None
+
+
 def world() -> World:
-    if dist.is_available() and dist.is_initialized():
+    dist = _running_group()
+    if dist is not None:
         return World(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)))
     return World()
 
 
 def rank() -> int:
     """This process's rank: the joined group's, else torchrun's (``RANK``) before ``session`` joins it."""
-    return dist.get_rank() if dist.is_available() and dist.is_initialized() else int(os.environ.get("RANK", 0))
+    dist = _running_group()
+    return dist.get_rank() if dist is not None else int(os.environ.get("RANK", 0))
 
 
 def _env_world_size() -> int:
@@ -52,9 +58,12 @@ def _env_world_size() -> int:
 @contextlib.contextmanager
 def session(device: str) -> Iterator[World]:
     """Join the torchrun process group for the duration (nothing to do in a single process)."""
-    if _env_world_size() <= 1 or (dist.is_available() and dist.is_initialized()):
+    if _env_world_size() <= 1 or _running_group() is not None:
         yield world()
         return
+    import torch
+    import torch.distributed as dist
+
     if not dist.is_available():
         raise MdnError("this PyTorch build has no torch.distributed.", where="--nproc", hint="run in one process (without --nproc).")
     use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
@@ -68,8 +77,10 @@ def session(device: str) -> Iterator[World]:
         dist.destroy_process_group()
 
 
-def resolve_device(name: str, where: str = "train.device") -> torch.device:
-    """auto: the GPU when there is one; asking for cuda without one is an input error."""
+def resolve_device(name: str, where: str = "train.device"):
+    """The ``torch.device``; auto: the GPU when there is one; asking for cuda without one is an input error."""
+    import torch
+
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
@@ -77,9 +88,11 @@ def resolve_device(name: str, where: str = "train.device") -> torch.device:
     return torch.device(name)
 
 
-def device_for(base: torch.device) -> torch.device:
+def device_for(base):
     """One GPU per process under torchrun (``cuda:LOCAL_RANK``); CPU stays CPU."""
     if base.type == "cuda" and world().size > 1:
+        import torch
+
         return torch.device("cuda", world().local_rank)
     return base
 
@@ -93,17 +106,21 @@ def shard(rows, w: World):
     return rows[w.rank :: w.size]
 
 
-def all_sum(values: Sequence[float], device: torch.device) -> list[float]:
+def all_sum(values: Sequence[float], device) -> list[float]:
     """Sums of plain numbers over the processes (metrics), unchanged in a single process."""
-    if world().size == 1:
+    dist = _running_group()
+    if dist is None or dist.get_world_size() == 1:
         return list(values)
+    import torch
+
     tensor = torch.tensor(list(values), dtype=torch.float64, device=device)
     dist.all_reduce(tensor)
     return tensor.tolist()
 
 
 def barrier() -> None:
-    if world().size > 1:
+    dist = _running_group()
+    if dist is not None and dist.get_world_size() > 1:
         dist.barrier()
 
 
@@ -111,6 +128,8 @@ def peer_failed(exc: BaseException) -> bool:
     """Whether ``exc`` is only the echo of another training process's failure (its connection closed), which that process reports."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or not isinstance(exc, RuntimeError):
         return False
+    import torch.distributed as dist
+
     text = str(exc)
     return isinstance(exc, dist.DistError) or any(sign in text for sign in ("Connection closed by peer", "Connection reset by peer", "Broken pipe"))
 

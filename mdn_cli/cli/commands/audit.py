@@ -72,11 +72,9 @@ def audit(
     row order when there are no ids. Missing metadata values leave out that row for that column
     only. Progress goes to stderr, results to stdout.
     """
-    import torch
-
     from mdn_cli.analysis.audit import run_audit
     from mdn_cli.cli.render_audit import render_csv, render_json, render_markdown, render_table, verdict
-    from mdn_cli.utils.distributed import resolve_device
+    from mdn_cli.utils.distributed import device_for, launch, resolve_device, session
     from mdn_cli.utils.fileio import check_outputs
 
     check_outputs({"-o": output}, {"FEATURES.h5": features, "TABLE": table})
@@ -90,8 +88,7 @@ def audit(
         permutations=permutations,
         seed=seed,
         sample=sample,
-        dtype=torch.float64 if float64 else torch.float32,
-        device=resolve_device(device.value, where="--device"),
+        dtype="float64" if float64 else "float32",
         given=given,
         ci=ci,
         cluster=cluster,
@@ -102,19 +99,16 @@ def audit(
     if permute_within is not None and (test is None or test.value != "permutation"):
         raise MdnError("--permute-within only says how the permutation test shuffles.", where="--permute-within",
                        hint="add --test permutation.")  # fmt: skip
+    chosen = None if device is Device.cpu else resolve_device(device.value, where="--device")  # torch only off the CPU
     if nproc > 1 and "WORLD_SIZE" not in os.environ:
         if table == "-":
             raise MdnError("--nproc cannot share a table read from stdin between processes.", where="--nproc", hint="write the table to a file and pass its path.")
-        from mdn_cli.utils.distributed import launch
-
         code = launch(nproc, _without_nproc(sys.argv[1:]))
         if code:
             raise typer.Exit(code)
         return
-    from mdn_cli.utils.distributed import device_for, session
-
     with session(device.value) as world, row_progress(not world.is_main, "auditing") as advance:
-        options["device"] = device_for(options["device"])  # one GPU per process under torchrun
+        options["device"] = "cpu" if chosen is None else device_for(chosen)  # one GPU per process under torchrun
         options["share_over_processes"] = world.size > 1
         result = run_audit(features, table, dataset=dataset, id_column=id_column, columns=names(columns), progress=advance, **options)
     if not world.is_main:  # every process computed the same sums; rank 0 reports

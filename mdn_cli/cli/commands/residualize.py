@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
-import numpy as np
-import pandas as pd
 import typer
 
 from mdn_cli.cli.app import (
@@ -16,6 +14,10 @@ from mdn_cli.cli.app import (
     show_summary,
 )
 from mdn_cli.utils.errors import MdnError
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
 
 
 @app.command()
