@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from mdn_cli.config.run_files import fold_dirs, is_cv_run
 from mdn_cli.data.audit import audit_features
 from mdn_cli.model.checkpoint import LoadedRun, load_run, run_spec
 from mdn_cli.model.inference import eval_batches, flat, per_row
@@ -33,7 +34,6 @@ from mdn_cli.stats.metrics import (
     overall_metrics,
     quantile_groups,
 )
-from mdn_cli.train.crossval import fold_dirs, is_cv_run
 from mdn_cli.train.tracking import log_evaluation
 from mdn_cli.utils.errors import MdnError, did_you_mean
 from mdn_cli.utils.fileio import atomic_write_text

@@ -9,8 +9,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mdn_cli.config.run_files import STAGES_FILE
 from mdn_cli.train.history import flat_metrics
-from mdn_cli.train.stages import STAGES_FILE
 from mdn_cli.utils.errors import MdnError
 from mdn_cli.utils.fileio import read_json
 

@@ -1,9 +1,10 @@
 """The MDN regression applied after the fact to stored features: the linear, whole-set version.
 
 Fit: ``beta = (X'X)^-1 X'Y`` on some rows, with the same ``DesignMatrix`` and ``gram_inverse`` as
-the MDN layer (and its ``batch_beta``, summed over chunks). Apply: ``Y - X[:, q:] beta[q:]`` with
-the layer's ``metadata_norm``, so the preserved columns' part stays in the features, as in MDN
-and ComBat. Features are streamed in row chunks, twice (fit, apply): memory is O(chunk x d).
+the MDN layer, ``X'Y`` summed over chunks. Apply: ``Y - X[:, q:] beta[q:]``, the layer's
+``metadata_norm``, so the preserved columns' part stays in the features, as in MDN and ComBat.
+Features are streamed in row chunks, twice (fit, apply): memory is O(chunk x d). numpy only:
+the layer's functions serve autograd, and the command starts without torch.
 """
 
 from __future__ import annotations
@@ -17,14 +18,13 @@ from typing import Sequence
 import h5py
 import numpy as np
 import pandas as pd
-import torch
 
 from mdn_cli import __version__
 from mdn_cli.data.design import DesignMatrix, apply_design
 from mdn_cli.data.features import FeatureFile
 from mdn_cli.data.h5 import create_chunked
 from mdn_cli.data.tables import align_table, read_table
-from mdn_cli.nn import CollinearDesignError, batch_beta, gram_inverse, metadata_norm
+from mdn_cli.nn import CollinearDesignError, gram_inverse
 from mdn_cli.utils.errors import MdnError
 from mdn_cli.utils.fileio import atomic_path, read_json
 
@@ -87,16 +87,15 @@ def fit(features: FeatureFile, table: pd.DataFrame, columns: Sequence[str], pres
     design = DesignMatrix(columns, preserve, categorical).fit(table[mask])
     x = design.transform(table)
     try:
-        gram_inv = torch.from_numpy(gram_inverse(x[mask], design.column_names, ridge))
+        gram_inv = gram_inverse(x[mask], design.column_names, ridge)
     except CollinearDesignError as exc:
         raise MdnError(str(exc), where=str(features.path), hint="drop one of those columns from --columns/--preserve, or set --ridge (e.g. 1e-3).") from None
-    beta = torch.zeros(design.num_columns, features.num_features, dtype=torch.float64)
+    cross = np.zeros((design.num_columns, features.num_features))  # X'Y over the fit rows
     for part, block in features.chunks():
         used = mask[part]
-        if used.any():  # the whole-set estimate is the sum of the chunks' unscaled MDN estimates
-            beta += batch_beta(torch.from_numpy(block[used]), torch.from_numpy(x[part][used]), gram_inv, int(used.sum()))
+        cross += x[part][used].T @ block[used]
     info = {"features": str(features.path), "dataset": features.dataset, "n_fit": int(mask.sum()), "num_features": features.num_features, "ridge": ridge}
-    return Residualizer(design, beta.numpy(), info)
+    return Residualizer(design, gram_inv @ cross, info)
 
 
 def apply(model: Residualizer, features: FeatureFile, table: pd.DataFrame, table_name: str, output: str | Path,
@@ -111,7 +110,7 @@ def apply(model: Residualizer, features: FeatureFile, table: pd.DataFrame, table
             where=str(features.path),
             hint="apply the model to features of the same layer it was fitted on.",
         )
-    x = torch.from_numpy(apply_design(model.design, table, table_name))
+    x = apply_design(model.design, table, table_name)
     with contextlib.ExitStack() as outputs:
         tmp = outputs.enter_context(atomic_path(output))
         model_tmp = outputs.enter_context(atomic_path(save_model)) if save_model is not None else None
@@ -124,12 +123,12 @@ def apply(model: Residualizer, features: FeatureFile, table: pd.DataFrame, table
             "model": str(save_model) if save_model is not None else None}
 
 
-def _write_clean(model: Residualizer, features: FeatureFile, x: torch.Tensor, f: h5py.File) -> None:
-    beta = torch.from_numpy(model.beta)
+def _write_clean(model: Residualizer, features: FeatureFile, x: np.ndarray, f: h5py.File) -> None:
+    kept = model.design.num_preserved  # the preserved columns' part stays in the features
     out = create_chunked(f, features.dataset, features.shape)
     for part, block in features.chunks():
-        clean = metadata_norm(torch.from_numpy(block), x[part], beta, model.design.num_preserved)
-        out[part] = clean.numpy().reshape(-1, *features.shape[1:]).astype(np.float32)
+        clean = block - x[part][:, kept:] @ model.beta[kept:]
+        out[part] = clean.reshape(-1, *features.shape[1:]).astype(np.float32)
     if features.ids is not None:
         with h5py.File(features.path, "r") as source:
             source.copy(source["ids"], f, "ids")

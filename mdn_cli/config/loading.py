@@ -83,10 +83,13 @@ def _raw_list(raw: dict[str, Any], section: str, key: str) -> list:
     return value if isinstance(value, list) and all(isinstance(v, (str, int, float)) for v in value) else []
 
 
-def load_spec(path: str | os.PathLike, overrides: Sequence[str] = (), check_files: bool = True) -> Spec:
+def load_spec(path: str | os.PathLike, overrides: Sequence[str] = (), check_files: bool = True, check_with_torch: bool = True) -> Spec:
     """Read, override, validate. Raises one SpecError listing every problem found.
 
     ``check_files=False`` accepts data files that do not exist (a trained run applied to new data).
+    ``check_with_torch=False`` skips the checks that import torch (layer types and their arguments,
+    transform steps): for a run's config.yaml, checked when `mdn train` wrote it, read back by a
+    command that needs no torch (`mdn report`).
     """
     path = Path(os.path.normpath(Path(path).expanduser().absolute()))
     where = str(path)
@@ -124,7 +127,7 @@ def load_spec(path: str | os.PathLike, overrides: Sequence[str] = (), check_file
             problems.append(((name,), "required section is missing", f"add a `{name}:` section; see sample_data/synthetic/mdn.yaml."))
             continue
         try:
-            sections[name] = section.model_validate({} if raw.get(name) is None else raw[name])
+            sections[name] = section.model_validate({} if raw.get(name) is None else raw[name], context={"check_with_torch": check_with_torch})
         except ValidationError as exc:
             for error in exc.errors(include_url=False):
                 problems += translate(error, (name,))

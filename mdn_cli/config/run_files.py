@@ -1,4 +1,4 @@
-"""The files of a run directory that no command may write over."""
+"""The files of a run directory: their names, and those that no command may write over."""
 
 from __future__ import annotations
 
@@ -6,8 +6,22 @@ from pathlib import Path
 
 from mdn_cli.config.loading import load_spec
 from mdn_cli.utils.errors import MdnError
+from mdn_cli.utils.fileio import read_json
 
-RUN_RECORDS = ("config.yaml", "metrics.jsonl", "summary.json", "cv.json", "folds.csv")
+CV_FILE = "cv.json"  # a cross-validation's summary, beside its fold-<i>/ runs
+STAGES_FILE = "stages.json"  # a staged run's stage-by-stage scores, rewritten after each epoch
+RUN_RECORDS = ("config.yaml", "metrics.jsonl", "summary.json", CV_FILE, STAGES_FILE, "folds.csv")
+
+
+def is_cv_run(run_dir: str | Path) -> bool:
+    return (Path(run_dir) / CV_FILE).is_file()
+
+
+def fold_dirs(run_dir: str | Path) -> list[Path]:
+    """The fold run directories of a CV run, in fold order (from its cv.json)."""
+    run_dir = Path(run_dir)
+    cv = read_json(run_dir / CV_FILE, hint="pass the -o folder of `mdn train --folds`.")
+    return [run_dir / fold["run_dir"] for fold in cv["runs"]]
 
 
 def run_files(run_dir: str | Path) -> list[Path]:
@@ -24,7 +38,7 @@ def run_files(run_dir: str | Path) -> list[Path]:
               for root in run_dir.glob(pattern) for p in root.rglob("*") if p.is_file()]
     for config in [p for p in files if p.name == "config.yaml"]:
         try:
-            spec = load_spec(config, check_files=False)
+            spec = load_spec(config, check_files=False, check_with_torch=False)
         except MdnError:
             continue
         files += [Path(p) for p in (spec.data.table, spec.data.inputs, spec.data.split_file, spec.model.init.path if spec.model.init else None) if p]

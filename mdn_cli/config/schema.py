@@ -60,8 +60,10 @@ class DataSpec(_Section):
 
     @field_validator("transform", "augment")
     @classmethod
-    def _steps(cls, value: list[Any]) -> list[Any]:
+    def _steps(cls, value: list[Any], info: ValidationInfo) -> list[Any]:
         """Parsed by the transforms module, whose problems carry key paths inside the list."""
+        if not checks_with_torch(info):
+            return value
         from mdn_cli.data.transforms import TransformSpecError, parse_steps  # lazy: it imports torch
 
         try:
@@ -108,6 +110,11 @@ class DataSpec(_Section):
         return metadata
 
 
+def checks_with_torch(info: ValidationInfo) -> bool:
+    """Whether to run the checks that import torch (layer types, transform steps): off for a spec that `mdn train` checked when it wrote it."""
+    return (info.context or {}).get("check_with_torch", True)
+
+
 class LayerSpec(BaseModel):
     """One entry of `model.layers`: a `type` from `LAYER_TYPES`, an optional `name`, its keyword arguments."""
 
@@ -121,7 +128,9 @@ class LayerSpec(BaseModel):
         return dict(self.model_extra or {})
 
     @model_validator(mode="after")
-    def _known_type_and_arguments(self) -> LayerSpec:
+    def _known_type_and_arguments(self, info: ValidationInfo) -> LayerSpec:
+        if not checks_with_torch(info):
+            return self
         from mdn_cli.nn.layer_types import LAYER_TYPES  # lazy: it imports torch
 
         if self.type not in LAYER_TYPES:

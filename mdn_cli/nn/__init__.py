@@ -5,36 +5,32 @@ with hand-written backward passes), ``kernels`` (the two products everything is 
 ``modules`` (the layers and their lazy twins, state in buffers), ``helpers`` (the metadata
 context, attach-by-name, ``fit_gram``, ``refit_beta``), ``gram`` (the Gram inverse) and
 ``layer_types`` (the layer names a sequential spec may use). Imports nothing else of mdn_cli.
+
+Each name is imported from its module when first asked for (PEP 562), so ``gram_inverse``,
+which is numpy only, comes without torch (`mdn residualize` needs no more).
 """
 
-from mdn_cli.nn.functional import batch_beta, batch_metadata_norm, metadata_norm, penalty_metadata_norm, rls_update
-from mdn_cli.nn.gram import CollinearDesignError, gram_inverse
-from mdn_cli.nn.helpers import (
-    attach_key,
-    attach_metadata_norm,
-    fit_gram,
-    layer_outputs,
-    mdn_penalty,
-    metadata,
-    metadata_norm_layers,
-    penalty_parameters,
-    penalty_pass,
-    refit_beta,
-    set_sync,
-)
-from mdn_cli.nn.modules import (
-    LazyMetadataNorm,
-    LazyPenaltyMetadataNorm,
-    LazyRecursiveMetadataNorm,
-    MetadataNorm,
-    MetadataNormBase,
-    PenaltyMetadataNorm,
-    RecursiveMetadataNorm,
-)
+import importlib
 
-__all__ = [
-    "CollinearDesignError", "LazyMetadataNorm", "LazyPenaltyMetadataNorm", "LazyRecursiveMetadataNorm", "MetadataNorm",
-    "MetadataNormBase", "PenaltyMetadataNorm", "RecursiveMetadataNorm", "attach_key", "attach_metadata_norm", "batch_beta",
-    "batch_metadata_norm", "fit_gram", "gram_inverse", "layer_outputs", "mdn_penalty", "metadata", "metadata_norm", "metadata_norm_layers",
-    "penalty_metadata_norm", "penalty_parameters", "penalty_pass", "refit_beta", "rls_update", "set_sync",
-]
+_HOMES = {
+    "functional": ("batch_beta", "batch_metadata_norm", "metadata_norm", "penalty_metadata_norm", "rls_update"),
+    "gram": ("CollinearDesignError", "gram_inverse"),
+    "helpers": ("attach_key", "attach_metadata_norm", "fit_gram", "layer_outputs", "mdn_penalty", "metadata", "metadata_norm_layers",
+                "penalty_parameters", "penalty_pass", "refit_beta", "set_sync"),
+    "modules": ("LazyMetadataNorm", "LazyPenaltyMetadataNorm", "LazyRecursiveMetadataNorm", "MetadataNorm", "MetadataNormBase",
+                "PenaltyMetadataNorm", "RecursiveMetadataNorm"),
+}
+_HOME_OF = {name: module for module, exported in _HOMES.items() for name in exported}
+__all__ = sorted(_HOME_OF)
+
+
+def __getattr__(name: str):
+    if name not in _HOME_OF:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_HOME_OF[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

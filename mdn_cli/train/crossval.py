@@ -18,6 +18,7 @@ import pandas as pd
 import yaml
 
 from mdn_cli.config import Spec, dump_spec
+from mdn_cli.config.run_files import CV_FILE, is_cv_run
 from mdn_cli.data.folds import FoldError, assign_folds
 from mdn_cli.data.training import load_training_data
 from mdn_cli.stats.metrics import mean_sd
@@ -26,20 +27,6 @@ from mdn_cli.train.loop import Progress, train
 from mdn_cli.train.tracking import MlflowRun, check_loggers, close_quietly, flat_params
 from mdn_cli.utils.errors import MdnError, did_you_mean
 from mdn_cli.utils.fileio import atomic_path, atomic_write_text, directory_lock, read_json
-
-CV_FILE = "cv.json"
-
-
-def fold_dirs(run_dir: str | Path) -> list[Path]:
-    """The fold run directories of a CV run, in fold order (from its cv.json)."""
-    run_dir = Path(run_dir)
-    cv = read_json(run_dir / CV_FILE, hint="pass the -o folder of `mdn train --folds`.")
-    return [run_dir / fold["run_dir"] for fold in cv["runs"]]
-
-
-def is_cv_run(run_dir: str | Path) -> bool:
-    return (Path(run_dir) / CV_FILE).is_file()
-
 
 def _assignments(spec: Spec, k: int, group_column: Optional[str], repeats: int) -> tuple[pd.DataFrame, list[np.ndarray], np.ndarray, np.ndarray]:
     """The table, each repeat's folds over the non-test rows, those rows and the test rows."""

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from mdn_cli.config import Spec, dump_spec, same_training, spec_hash
+from mdn_cli.config.run_files import STAGES_FILE
 from mdn_cli.data.training import TrainingData
 from mdn_cli.model.checkpoint import CHECKPOINT_FORMAT, check_run_dir, load_checkpoint, save_checkpoint
 from mdn_cli.model.finetune import init_message, keep_frozen_norms_in_eval
@@ -24,7 +25,7 @@ from mdn_cli.nn import mdn_penalty, metadata, metadata_norm_layers, penalty_para
 from mdn_cli.train.monitor import validate
 from mdn_cli.train.options import EarlyStopping, EpochSchedule, autocast, balanced_class_weights, grad_scaler
 from mdn_cli.train.run import Run, build_run, fit_training_gram
-from mdn_cli.train.stages import STAGES_FILE, plan, score_stages, stage_report
+from mdn_cli.train.stages import plan, score_stages, stage_report
 from mdn_cli.train.tracking import Trackers, open_trackers
 from mdn_cli.utils import distributed
 from mdn_cli.utils.errors import MdnError

@@ -19,7 +19,6 @@ from mdn_cli.data.training import TrainingData
 from mdn_cli.train.monitor import dcor_by_class, split_metrics
 from mdn_cli.train.run import Run
 
-STAGES_FILE = "stages.json"  # the run's stage-by-stage scores, rewritten after each epoch of a staged run
 
 
 def plan(epochs: int, num_stages: int, position: tuple[int, int], first_epoch: int) -> Iterator[tuple[int, int, int]]:

@@ -35,7 +35,7 @@ def report(
     """
     from mdn_cli.analysis.report import RunRecord, load_audit
     from mdn_cli.cli.render import render_report
-    from mdn_cli.config.run_files import run_files
+    from mdn_cli.config.run_files import CV_FILE, is_cv_run, run_files
     from mdn_cli.utils.fileio import check_outputs
 
     check_outputs({"-o": output, "--plot": plot}, {f"--audit {a}": a for a in audits}, owned={f"run directory {d}": run_files(d) for d in run_dirs or []})
@@ -43,8 +43,6 @@ def report(
         raise MdnError(f"--epoch must be last or best, not {epoch!r}.", where="--epoch", hint=None)
     if not run_dirs and not audits:
         raise MdnError("nothing to report.", where="RUNDIR", hint="give run directories of `mdn train` (and/or --audit FILE with --plot).")
-    from mdn_cli.train.crossval import CV_FILE, is_cv_run
-
     cv_dirs = [d for d in run_dirs or [] if is_cv_run(d)]
     if cv_dirs:  # a cross-validation: per fold and mean ± sd (its folds are ordinary runs to report one by one)
         from mdn_cli.cli.render_evaluate import render_cv
