@@ -28,6 +28,7 @@ from mdn_cli.train.tracking import MlflowRun, check_loggers, close_quietly, flat
 from mdn_cli.utils.errors import MdnError, did_you_mean
 from mdn_cli.utils.fileio import atomic_path, atomic_write_text, directory_lock, read_json
 
+
 def _assignments(spec: Spec, k: int, group_column: Optional[str], repeats: int) -> tuple[pd.DataFrame, list[np.ndarray], np.ndarray, np.ndarray]:
     """The table, each repeat's folds over the non-test rows, those rows and the test rows."""
     data = load_training_data(spec, spec.train.seed)

@@ -20,7 +20,6 @@ from mdn_cli.train.monitor import dcor_by_class, split_metrics
 from mdn_cli.train.run import Run
 
 
-
 def plan(epochs: int, num_stages: int, position: tuple[int, int], first_epoch: int) -> Iterator[tuple[int, int, int]]:
     """(run epoch, stage index, epoch within the stage) of each epoch still to train.
 
