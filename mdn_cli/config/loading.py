@@ -180,16 +180,20 @@ def spec_hash(spec: Spec) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
+RESUMABLE_CHANGES = ("epochs", "num_workers", "loggers", "checkpoint_every")  # train.* keys that --resume may change
+
+
 def same_training(config_a: str, config_b: str) -> bool:
-    """Whether two resolved specs (YAML text) describe the same training, up to train.epochs, train.num_workers and train.loggers.
+    """Whether two resolved specs (YAML text) describe the same training, up to train.epochs, train.num_workers, train.loggers
+    and train.checkpoint_every.
 
     Keys at their default count as absent, so a run saved before a key existed still matches; the
     number of loader workers changes no number (augmentation is seeded per row), nor do the
-    loggers (a logger added on resume is given the run's history).
+    loggers (a logger added on resume is given the run's history) or how often checkpoints are written.
     """
     def without_epochs(text: str) -> str:
         config = yaml.safe_load(text)
-        for key in ("epochs", "num_workers", "loggers"):
+        for key in RESUMABLE_CHANGES:
             config.get("train", {}).pop(key, None)
         for name, section in SECTIONS.items():
             values = config.get(name)

@@ -294,6 +294,7 @@ class TrainSpec(_Section):
     class_weights: Literal["balanced"] | None = Field(None, examples=["balanced"])
     precision: Literal["32", "bf16-mixed", "16-mixed"] = Field("32", examples=["bf16-mixed"])
     num_workers: Annotated[int, Field(ge=0, strict=True)] | None = Field(None, examples=[2])  # file inputs; None: default_num_workers()
+    checkpoint_every: int = Field(1, ge=1, strict=True, examples=[1])  # epochs between checkpoints (and the records that land with them)
 
     @model_validator(mode="after")
     def _select_fits_task(self) -> TrainSpec:

@@ -2,6 +2,7 @@
 
 ``read_raw`` keeps the stored dtype (so 8-bit studies can be packed as uint8); ``read_sample``
 gives the float32 tensor a model sees. Every failure is a ``SampleReadError`` naming the file.
+Pillow and nibabel are imported by the first read of their format.
 """
 
 from __future__ import annotations
@@ -13,14 +14,9 @@ import zlib
 from pathlib import Path
 from typing import Callable
 
-import nibabel as nib
 import numpy as np
 import pandas as pd
 import torch
-from nibabel.arrayproxy import ArrayProxy
-from nibabel.filebasedimages import ImageFileError
-from nibabel.spatialimages import HeaderDataError
-from PIL import Image, UnidentifiedImageError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 NIFTI_EXTENSIONS = (".nii", ".nii.gz")
@@ -122,6 +118,8 @@ _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I"})
 
 
 def _read_image(path: str | Path, channels: int | None) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
     try:
         with open(path, "rb") as file:  # one read: Pillow's many small reads of a file cost more than of memory
             data = io.BytesIO(file.read())
@@ -139,7 +137,7 @@ def _read_image(path: str | Path, channels: int | None) -> np.ndarray:
         raise SampleReadError(f"cannot be read as an image ({exc}).", path=path, hint="the file may be truncated or not an image; re-export it.") from None
 
 
-def _image_array(image: Image.Image, mode: str, channels: int | None, path: str | Path) -> np.ndarray:
+def _image_array(image, mode: str, channels: int | None, path: str | Path) -> np.ndarray:
     if mode in _SIXTEEN_BIT_MODES:
         array = np.asarray(image)
         if mode == "I" and (array.min(initial=0) < 0 or array.max(initial=0) > 65535):
@@ -152,8 +150,7 @@ def _image_array(image: Image.Image, mode: str, channels: int | None, path: str 
     return pixels[None] if wanted == "L" else np.ascontiguousarray(pixels.transpose(2, 0, 1))
 
 
-_NIFTI_HEADERS = {header.sizeof_hdr: header for header in (nib.Nifti1Header, nib.Nifti2Header)}
-_NIFTI_HEADER_BYTES = max(_NIFTI_HEADERS)
+_NIFTI_HEADER_BYTES = 540  # NIfTI-2's (NIfTI-1's is 348): the most a header can take
 _GZIP_MAGIC = b"\x1f\x8b"
 
 
@@ -187,11 +184,17 @@ def _gunzip(data: bytes) -> Callable[[int], bytes]:
 
 def _read_nifti(path: str | Path) -> np.ndarray:
     """A NIfTI-1 or NIfTI-2 volume (``.nii`` or ``.nii.gz``): the header first, its size checked, then just the data it declares."""
+    import nibabel as nib
+    from nibabel.arrayproxy import ArrayProxy
+    from nibabel.filebasedimages import ImageFileError
+    from nibabel.spatialimages import HeaderDataError
+
     try:
         with open(path, "rb") as file:
             read = _gunzip(file.read()) if extension_of(path) == ".nii.gz" else file.read
             head = read(_NIFTI_HEADER_BYTES)
-            header_class = next((cls for size, cls in _NIFTI_HEADERS.items() if head[:4] in (size.to_bytes(4, "little"), size.to_bytes(4, "big"))), None)
+            header_class = next((cls for cls in (nib.Nifti1Header, nib.Nifti2Header)
+                                 if head[:4] in (cls.sizeof_hdr.to_bytes(4, "little"), cls.sizeof_hdr.to_bytes(4, "big"))), None)  # fmt: skip
             if header_class is None:
                 raise ImageFileError("no NIfTI-1 or NIfTI-2 header")
             header = header_class(binaryblock=head[: header_class.sizeof_hdr])
@@ -268,6 +271,9 @@ def write_image_study(out_dir: str | Path, images: np.ndarray, table: pd.DataFra
     """
     if fmt not in ("png", "nifti"):
         raise ValueError(f"fmt must be 'png' or 'nifti', not {fmt!r}")
+    import nibabel as nib
+    from PIL import Image
+
     spatial = 2 if fmt == "png" else 3
     if images.ndim != spatial + 2 or len(images) != len(table):
         raise ValueError(f"{fmt} needs images of shape (n, C, {'H, W' if spatial == 2 else 'X, Y, Z'}) with n = {len(table)} table rows; got {images.shape}")

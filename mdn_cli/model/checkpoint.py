@@ -12,6 +12,7 @@ import pickle
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 import torch
 
@@ -21,18 +22,24 @@ from mdn_cli.data.training import TrainingData, load_training_data, num_outputs
 from mdn_cli.model.network import Network, build_network
 from mdn_cli.utils.distributed import resolve_device
 from mdn_cli.utils.errors import MdnError
-from mdn_cli.utils.fileio import atomic_path
+from mdn_cli.utils.fileio import atomic_link, atomic_path
 
 CHECKPOINT_FORMAT = 1  # the version of the layout below; a checkpoint of another version is refused
 CHECKPOINT_KEYS = ("format", "epoch", "model", "config", "design", "classes", "sample_shape")
 _PLAIN = (torch.Tensor, int, float, bool, str, type(None))
 
 
-def save_checkpoint(state: dict, path: Path) -> None:
-    """Write ``state`` atomically, after checking it holds only tensors and plain types."""
+def save_checkpoint(state: dict, path: Path, also: Sequence[Path] = ()) -> None:
+    """Write ``state`` atomically, after checking it holds only tensors and plain types.
+
+    ``also``: further names of the same checkpoint (``best.pt`` of the last epoch), each made
+    atomically from the one file written (``atomic_link``), before ``path`` lands.
+    """
     _check_plain(state, "state")
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
+        for other in also:
+            atomic_link(tmp, other)
 
 
 def _check_plain(value, where: str) -> None:

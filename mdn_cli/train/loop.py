@@ -6,6 +6,7 @@ Nothing here prints: progress goes to an optional callback, so the CLI decides h
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import math
 import time
@@ -16,6 +17,7 @@ import torch
 from torch import nn
 
 from mdn_cli.config import Spec, dump_spec, same_training, spec_hash
+from mdn_cli.config.loading import RESUMABLE_CHANGES
 from mdn_cli.config.run_files import STAGES_FILE
 from mdn_cli.data.training import TrainingData
 from mdn_cli.model.checkpoint import CHECKPOINT_FORMAT, check_run_dir, load_checkpoint, save_checkpoint
@@ -119,6 +121,9 @@ class Trainer:
         self.start_epoch = 1
         self.best: dict | None = None
         self.elapsed = 0.0
+        self.saved_epoch = 0  # the epoch checkpoints/last.pt holds
+        self.unsaved: list[dict] = []  # metrics of the epochs since then, logged to the trackers when they are saved
+        self.unsaved_best: dict | None = None  # the state of an unsaved best epoch, for best.pt at the next checkpoint
 
     def _new_optimizers(self) -> None:
         """The network's optimiser and schedule and, for PMDN, the betas' own optimiser (its paper's
@@ -170,8 +175,30 @@ class Trainer:
             "sample_shape": list(data.sample_shape),
         }
 
-    def _save(self, state: dict, name: str) -> None:
-        save_checkpoint(state, self.checkpoint_dir / name)
+    def _checkpoint(self, epoch: int, improved: bool, due: bool, trackers: Trackers) -> None:
+        """After an epoch: save it when ``due`` (every ``train.checkpoint_every`` epochs, and at the
+        end of a run or stage), with the records that land together with it.
+
+        ``last.pt`` is serialised once; when the epoch is also the best, ``best.pt`` is the same
+        file (``save_checkpoint``'s ``also``). A best epoch between checkpoints is kept in memory
+        and written as ``best.pt`` with the next checkpoint.
+        """
+        if not due:
+            if improved:
+                self.unsaved_best = copy.deepcopy(self._state(epoch))
+            return
+        state, best = self._state(epoch), self.checkpoint_dir / "best.pt"
+        with interrupts_deferred():  # an epoch's checkpoint and metrics land together
+            if self.unsaved_best is not None and not improved:
+                save_checkpoint(self.unsaved_best, best)
+            save_checkpoint(state, self.checkpoint_dir / "last.pt", also=[best] if improved else [])
+            atomic_write_text(self.run_dir / "metrics.jsonl", "".join(json.dumps(m) + "\n" for m in self.history))
+            if self.stage_names:
+                atomic_write_text(self.run_dir / STAGES_FILE, json.dumps(self._stage_report(), indent=2) + "\n")
+        self.saved_epoch, self.unsaved_best = epoch, None
+        for metrics in self.unsaved:  # after the checkpoint: a tracker that missed an epoch is given it when the run resumes
+            trackers.log_epoch(metrics)
+        self.unsaved = []
 
     def resume(self) -> None:
         path = self.checkpoint_dir / "last.pt"
@@ -180,7 +207,7 @@ class Trainer:
         state = load_checkpoint(path)
         if not same_training(state["config"], dump_spec(self.run.spec)):
             raise MdnError(
-                "the spec differs from the one this run was started with (only train.epochs, train.num_workers and train.loggers may change on resume).",
+                f"the spec differs from the one this run was started with (only {', '.join('train.' + key for key in RESUMABLE_CHANGES)} may change on resume).",
                 where=str(path),
                 hint=f"compare with {self.run_dir / 'config.yaml'}, or train into a new run directory.",
             )
@@ -200,6 +227,7 @@ class Trainer:
         torch.set_rng_state(state["rng"])
         self.history, self.best, self.elapsed = state["history"], state["best"], state["elapsed"]
         self.start_epoch = state["epoch"] + 1
+        self.saved_epoch = state["epoch"]
 
     # -- loop --------------------------------------------------------------------------------
     def fit(self) -> dict:
@@ -282,7 +310,7 @@ class Trainer:
         total, total_penalty, seen = distributed.all_sum([total, total_penalty, seen], self.run.device)
         weights_finite = all(bool(torch.isfinite(p).all()) for p in network.parameters())
         if not (math.isfinite(total) and weights_finite):  # every rank sees the same sum and weights: all stop together, before this epoch writes anything
-            kept = f"{self.run_dir / 'checkpoints' / 'last.pt'} keeps epoch {epoch - 1}" if epoch > 1 else "no epoch was kept"
+            kept = f"{self.checkpoint_dir / 'last.pt'} keeps epoch {self.saved_epoch}" if self.saved_epoch else "no epoch was kept"
             what = f"the training loss became {total}" if not math.isfinite(total) else "the weights became NaN or Inf"
             raise MdnError(f"{what} in epoch {epoch}: the run diverged ({kept}).", where=str(self.run_dir),
                            hint="lower train.lr (or set train.grad_clip), check the inputs' scale (data.transform: zscore), then train anew.")
@@ -302,23 +330,19 @@ class Trainer:
             self.elapsed += time.perf_counter() - started
             metrics["seconds"] = round(self.elapsed, 3)
             self.history.append(metrics)
+            self.unsaved.append(metrics)
             improved = self._is_better(metrics)
+            stage_end = stage is not None and stage[1] == t.epochs
             if stage is not None:
                 self.stage_position = stage
-                improved = stage[1] == t.epochs  # the model after each stage, which the matrix row scores
+                improved = stage_end  # the model after each stage, which the matrix row scores
                 if improved:
                     self.stage_results.append({"stage": self.stage_names[stage[0]], "epoch": epoch, "scores": score_stages(self.run, self.full_data)})
             if improved:
                 self.best = {"epoch": epoch, t.select: metrics[t.select]}
-            state = self._state(epoch)
-            with interrupts_deferred():  # an epoch's checkpoint and metrics land together
-                self._save(state, "last.pt")
-                if improved:
-                    self._save(state, "best.pt")
-                atomic_write_text(self.run_dir / "metrics.jsonl", "".join(json.dumps(m) + "\n" for m in self.history))
-                if stage is not None:
-                    atomic_write_text(self.run_dir / STAGES_FILE, json.dumps(self._stage_report(), indent=2) + "\n")
-            trackers.log_epoch(metrics)  # after the checkpoint: a tracker that missed it is given the epoch when the run resumes
+            writing = time.perf_counter()
+            self._checkpoint(epoch, improved, due=epoch % t.checkpoint_every == 0 or epoch == epochs or stop or stage_end, trackers=trackers)
+            self.elapsed += time.perf_counter() - writing  # counted in the next epoch's seconds
             self.progress("epoch_end", metrics=metrics)
             if stop:
                 self.progress("message", text=f"early stopping after epoch {epoch}: {self.stopping.reason}; best.pt is epoch {self.best['epoch']}.")

@@ -52,6 +52,21 @@ def atomic_path(target: str | os.PathLike, suffix: str = "", directory: bool = F
         _remove(tmp_path)
 
 
+def atomic_link(source: str | os.PathLike, target: str | os.PathLike) -> None:
+    """Make ``target`` the same file as ``source`` atomically, without reading it: a hard link under a
+    temporary name, renamed onto ``target``; a copy where the filesystem has no hard links.
+
+    Both names then share one file until either is replaced, which every writer here does by rename,
+    never in place.
+    """
+    with atomic_path(target) as tmp:
+        tmp.unlink()  # os.link makes the name; the temporary's own name stays reserved by its pid and random part
+        try:
+            os.link(source, tmp)
+        except OSError:  # no hard links here (some network and FUSE filesystems)
+            shutil.copyfile(source, tmp)
+
+
 def remove_stale_temporaries(target: str | os.PathLike) -> None:
     """Remove the temporaries of ``target`` whose writing process is gone (a writer's own, and a running one's, stay)."""
     target = Path(target)

@@ -117,7 +117,7 @@ def train(
         with TrainingProgress(err_console(), enabled=not quiet) as progress:
             summary = run_training(spec, output, resume=resume, progress=progress)
     except KeyboardInterrupt as exc:
-        err_console().print(f"interrupted: {output}/checkpoints/last.pt holds the last finished epoch; continue with --resume.", markup=False)
+        err_console().print(f"interrupted: {output}/checkpoints/last.pt holds the last saved epoch; continue with --resume.", markup=False)
         raise typer.Exit(exit_code(exc)) from None
     if not summary:  # a DDP rank other than 0: rank 0 reports
         return
