@@ -8,11 +8,12 @@ checkpoint (``--resume``, ``extract``, ``refit``, ``layers``, ``--checkpoint PAT
 
 from __future__ import annotations
 
+import contextlib
 import pickle
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import BinaryIO, ContextManager, Iterator, Sequence
 
 import torch
 
@@ -22,24 +23,34 @@ from mdn_cli.data.training import TrainingData, load_training_data, num_outputs
 from mdn_cli.model.network import Network, build_network
 from mdn_cli.utils.distributed import resolve_device
 from mdn_cli.utils.errors import MdnError
-from mdn_cli.utils.fileio import atomic_link, atomic_path
+from mdn_cli.utils.fileio import atomic_link, atomic_path, recycled_file
 
 CHECKPOINT_FORMAT = 1  # the version of the layout below; a checkpoint of another version is refused
 CHECKPOINT_KEYS = ("format", "epoch", "model", "config", "design", "classes", "sample_shape")
 _PLAIN = (torch.Tensor, int, float, bool, str, type(None))
 
 
-def save_checkpoint(state: dict, path: Path, also: Sequence[Path] = ()) -> None:
+def save_checkpoint(state: dict, path: Path, also: Sequence[Path] = (), recycle: bool = False) -> None:
     """Write ``state`` atomically, after checking it holds only tensors and plain types.
 
     ``also``: further names of the same checkpoint (``best.pt`` of the last epoch), each made
-    atomically from the one file written (``atomic_link``), before ``path`` lands.
+    atomically from the one file written (``atomic_link``), before ``path`` lands. ``recycle``:
+    write over the file the previous checkpoint of ``path`` displaced (``recycled_file``), for a
+    checkpoint rewritten every epoch.
     """
     _check_plain(state, "state")
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    with (recycled_file(path) if recycle else _opened(atomic_path(path))) as file:
+        torch.save(state, file)
+        file.truncate()  # a recycled file may have been longer
+        file.flush()
         for other in also:
-            atomic_link(tmp, other)
+            atomic_link(file.name, other)
+
+
+@contextlib.contextmanager
+def _opened(paths: ContextManager[Path]) -> Iterator[BinaryIO]:
+    with paths as tmp, open(tmp, "wb") as file:
+        yield file
 
 
 def _check_plain(value, where: str) -> None:

@@ -28,7 +28,7 @@ def eval_batches(network: nn.Module, batches: Iterable[tuple], device: torch.dev
     was_training = network.training
     network.eval()
     try:
-        with torch.no_grad(), layer_outputs(watched) as captured:
+        with torch.inference_mode(), layer_outputs(watched) as captured:
             for batch in batches:
                 raise_pending()  # a Ctrl-C that a destructor swallowed still ends the pass
                 x, design = batch[1], batch[2]

@@ -11,6 +11,7 @@ device or for a process group, so `mdn audit` starts without it.
 from __future__ import annotations
 
 import enum
+import functools
 import os
 import sys
 import threading
@@ -127,8 +128,6 @@ def _summed_over_processes(arrays: PassArrays) -> PassArrays:
 
 def _numba_accumulate(features: np.ndarray, arrays: PassArrays, tiles, tile, device, progress, near_fraction: float) -> PassArrays:
     """The tiles shared out to worker threads, each with its own outputs (no locks, no barriers)."""
-    from threadpoolctl import threadpool_limits
-
     n = features.shape[0]
     near_fraction = np.array([near_fraction], dtype=arrays.weights.dtype)
     norms = np.einsum("ij,ij->i", features, features)
@@ -154,11 +153,22 @@ def _numba_accumulate(features: np.ndarray, arrays: PassArrays, tiles, tile, dev
     # One single-threaded matmul + kernel per worker thread, no barrier between them. Each worker
     # takes a fixed share of the tiles (every n_workers-th), so the sums are added in the same
     # order on every run: the same input gives the same bytes out (for a given thread count).
-    with threadpool_limits(1, user_api="blas"):
-        with ThreadPoolExecutor(n_workers) as pool:
+    # One worker (a pass of one tile: every set of up to tile_size rows) runs here, its matmul on BLAS's threads.
+    if n_workers == 1:
+        work(0, accumulators[0])
+    else:
+        with _blas_threads().limit(limits=1, user_api="blas"), ThreadPoolExecutor(n_workers) as pool:
             for future in [pool.submit(work, w, own) for w, own in enumerate(accumulators)]:
                 future.result()
     return arrays._replace(**{name: np.sum([getattr(own, name) for own in accumulators], axis=0) for name in OUTPUT_NAMES})
+
+
+@functools.cache
+def _blas_threads():
+    """numpy's BLAS, to hold to one thread in each worker (found once: a search of the loaded libraries takes milliseconds)."""
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
 
 
 def worker_threads() -> int:

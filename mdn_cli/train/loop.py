@@ -31,7 +31,7 @@ from mdn_cli.train.stages import plan, score_stages, stage_report
 from mdn_cli.train.tracking import Trackers, open_trackers
 from mdn_cli.utils import distributed
 from mdn_cli.utils.errors import MdnError
-from mdn_cli.utils.fileio import atomic_write_text, directory_lock
+from mdn_cli.utils.fileio import atomic_write_text, directory_lock, discard_spare
 from mdn_cli.utils.interrupts import interrupts_deferred
 
 Progress = Callable[..., None]
@@ -104,6 +104,7 @@ class Trainer:
 
     def __init__(self, run: Run, run_dir: Path, progress: Progress | None = None, parent_run: str | None = None):
         self.run, self.run_dir = run, Path(run_dir)
+        self.config = dump_spec(run.spec)  # the resolved spec's text: config.yaml, and in every checkpoint
         self.parent_run = parent_run  # the MLflow run of a cross-validation, whose child this run is
         self.world = distributed.world()
         self.progress = (progress if self.world.is_main else None) or (lambda *_a, **_k: None)
@@ -169,7 +170,7 @@ class Trainer:
             "best": self.best,
             "elapsed": self.elapsed,
             "spec_hash": spec_hash(self.run.spec),
-            "config": dump_spec(self.run.spec),
+            "config": self.config,
             "design": data.design.to_dict(),
             "classes": data.classes,
             "sample_shape": list(data.sample_shape),
@@ -191,7 +192,7 @@ class Trainer:
         with interrupts_deferred():  # an epoch's checkpoint and metrics land together
             if self.unsaved_best is not None and not improved:
                 save_checkpoint(self.unsaved_best, best)
-            save_checkpoint(state, self.checkpoint_dir / "last.pt", also=[best] if improved else [])
+            save_checkpoint(state, self.checkpoint_dir / "last.pt", also=[best] if improved else [], recycle=True)
             atomic_write_text(self.run_dir / "metrics.jsonl", "".join(json.dumps(m) + "\n" for m in self.history))
             if self.stage_names:
                 atomic_write_text(self.run_dir / STAGES_FILE, json.dumps(self._stage_report(), indent=2) + "\n")
@@ -205,7 +206,7 @@ class Trainer:
         if not path.exists():
             raise MdnError("nothing to resume: no checkpoints/last.pt.", where=str(self.run_dir), hint="start the run without --resume.")
         state = load_checkpoint(path)
-        if not same_training(state["config"], dump_spec(self.run.spec)):
+        if not same_training(state["config"], self.config):
             raise MdnError(
                 f"the spec differs from the one this run was started with (only {', '.join('train.' + key for key in RESUMABLE_CHANGES)} may change on resume).",
                 where=str(path),
@@ -233,7 +234,7 @@ class Trainer:
     def fit(self) -> dict:
         spec, network, world = self.run.spec, self.run.network, self.world
         if world.is_main:
-            atomic_write_text(self.run_dir / "config.yaml", dump_spec(spec))
+            atomic_write_text(self.run_dir / "config.yaml", self.config)
         if self.run.init_report is not None and self.start_epoch == 1:
             self.progress("message", text=init_message(self.run.init_report))
         if self.stopped is not None:
@@ -245,7 +246,7 @@ class Trainer:
                 torch.nn.SyncBatchNorm.convert_sync_batchnorm(network)  # replaces the BatchNorm children in place
             device_ids = [self.run.device] if self.run.device.type == "cuda" else None
             model = torch.nn.parallel.DistributedDataParallel(network, device_ids=device_ids)
-        trackers = (open_trackers(spec.train.loggers, self.run_dir, dump_spec(spec), spec.train.select, self.history, self.parent_run)
+        trackers = (open_trackers(spec.train.loggers, self.run_dir, self.config, spec.train.select, self.history, self.parent_run)
                     if world.is_main else Trackers([]))  # fmt: skip
         try:
             if self.stage_names is None:
@@ -264,6 +265,9 @@ class Trainer:
             for failure in trackers.abandon(exc):
                 self.progress("message", text=failure)
             raise
+        finally:
+            if world.is_main:
+                discard_spare(self.checkpoint_dir / "last.pt")  # the file recycled for the next epoch's checkpoint
         trackers.close("FINISHED")
         return summary
 

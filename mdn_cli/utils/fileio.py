@@ -8,7 +8,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Iterable, Iterator, Mapping
+from typing import BinaryIO, Iterable, Iterator, Mapping
 
 from mdn_cli.utils.errors import MdnError
 from mdn_cli.utils.interrupts import raise_pending
@@ -65,6 +65,53 @@ def atomic_link(source: str | os.PathLike, target: str | os.PathLike) -> None:
             os.link(source, tmp)
         except OSError:  # no hard links here (some network and FUSE filesystems)
             shutil.copyfile(source, tmp)
+
+
+SPARE_SUFFIX = ".spare"
+
+
+@contextlib.contextmanager
+def recycled_file(target: str | os.PathLike) -> Iterator[BinaryIO]:
+    """``atomic_path`` for a file replaced again and again (a run's ``last.pt``), as an open binary file.
+
+    The content is written over the file that the previous replacement displaced, kept under
+    ``.NAME.spare`` while no other name holds it, then renamed onto ``target``; the file displaced
+    now becomes the next spare. Overwriting a file's cached pages costs a tenth of filling a new
+    file's (benchmarks/README.md). ``target`` is still only ever replaced by rename, so an
+    interrupted write leaves it whole, and a spare that another name holds (``best.pt``, a backup's
+    hard link) is never written: a new file is. ``discard_spare`` gives the space back.
+    """
+    target = Path(target)
+    spare, displaced = _sibling(target, SPARE_SUFFIX), _sibling(target, ".displaced")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        reusable = spare.is_file() and not spare.is_symlink() and spare.stat().st_nlink == 1
+        if not reusable:
+            _remove(spare)
+        file = open(spare, "r+b" if reusable else "xb")
+    except OSError as exc:
+        raise MdnError(f"cannot write here ({exc.strerror}).", where=str(target), hint="choose a writable output path.") from None
+    with file:
+        yield file
+        file.truncate()  # at the end of what was written: a spare may have been longer
+    raise_pending()  # a Ctrl-C swallowed by a destructor during the write: no rename
+    _remove(displaced)
+    try:
+        os.link(target, displaced)  # the file target names now, kept past the rename as the next spare
+    except OSError:  # no target yet, or no hard links here: it is deleted by the rename, as atomic_path's would be
+        pass
+    os.replace(spare, target)
+    if displaced.exists():
+        os.replace(displaced, spare)
+
+
+def discard_spare(target: str | os.PathLike) -> None:
+    """Remove ``recycled_file``'s spare of ``target`` (when the writing is over)."""
+    _remove(_sibling(Path(target), SPARE_SUFFIX))
+
+
+def _sibling(target: Path, suffix: str) -> Path:
+    return target.with_name(f".{target.name}{suffix}")
 
 
 def remove_stale_temporaries(target: str | os.PathLike) -> None:

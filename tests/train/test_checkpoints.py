@@ -12,7 +12,7 @@ import torch
 from mdn_cli.config import load_spec
 from mdn_cli.model import checkpoint
 from mdn_cli.train.loop import Trainer, train
-from mdn_cli.utils.fileio import atomic_link
+from mdn_cli.utils.fileio import atomic_link, discard_spare, recycled_file
 from tests.helpers import Stop, epoch_metrics, make_small_data, stop_after, write_spec
 
 
@@ -126,3 +126,43 @@ def test_atomic_link_makes_the_same_bytes_under_a_new_name(tmp_path, monkeypatch
     atomic_link(source, target)
     assert target.read_bytes() == b"new" and os.path.samefile(source, target) == links
     assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt", "last.pt"]  # no temporary left
+
+
+def test_last_pt_is_written_over_the_file_it_displaced_and_never_over_best_pt(folder, tmp_path, best_epochs):
+    """Epoch 1 is the best: best.pt keeps its file while last.pt alternates between two others from epoch 2 on."""
+    best_epochs({1})
+    run = tmp_path / "run"
+    files: list[tuple[int, int]] = []  # (inode of last.pt, inode of best.pt) after each epoch
+
+    def progress(event, **info):
+        if event == "epoch_end":
+            files.append(((run / "checkpoints" / "last.pt").stat().st_ino, (run / "checkpoints" / "best.pt").stat().st_ino))
+            assert load(run, "best.pt")["epoch"] == 1 and load(run, "last.pt")["epoch"] == info["metrics"]["epoch"]
+
+    train(load_spec(write_spec(folder, epochs=5)), run, progress=progress)
+    lasts, bests = [last for last, _ in files], {best for _, best in files}
+    assert bests == {lasts[0]}  # best.pt is epoch 1's file throughout
+    assert lasts[3] == lasts[1] and lasts[4] == lasts[2] and len(set(lasts)) == 3  # epoch 4 over epoch 2's file, 5 over 3's
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["best.pt", "last.pt"]  # the spare goes at the end
+
+
+def test_recycled_file_keeps_the_target_whole_and_spares_other_names(tmp_path):
+    target = tmp_path / "last.pt"
+    spare = tmp_path / ".last.pt.spare"
+    for content in (b"first, long", b"second", b"third"):
+        with recycled_file(target) as file:
+            file.write(content)
+        assert target.read_bytes() == content
+    assert spare.read_bytes() == b"second"  # the displaced version, whole
+    inode = spare.stat().st_ino
+    with pytest.raises(RuntimeError):  # a write that fails leaves the target as it was
+        with recycled_file(target) as file:
+            file.write(b"fourth, half")
+            raise RuntimeError
+    assert target.read_bytes() == b"third" and spare.stat().st_ino == inode  # (the spare is scratch: it holds the half)
+    os.link(spare, tmp_path / "backup")  # a spare that another name holds is never written
+    with recycled_file(target) as file:
+        file.write(b"fifth")
+    assert (tmp_path / "backup").read_bytes() == b"fourth, half" and target.read_bytes() == b"fifth"
+    discard_spare(target)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["backup", "last.pt"]
