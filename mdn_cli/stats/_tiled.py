@@ -33,7 +33,7 @@ _NEAR_PAIR_FRACTION = 1.0 / 64.0
 class Engine(enum.Enum):
     """The implementation that accumulates the tiles (the same sums, to rounding)."""
 
-    NUMBA = "numba"  # tiles (Gram blocks) from the device, sums on the CPU in numba worker threads
+    NUMBA = "numba"  # on the CPU: each tile's Gram block by numpy's matmul, its sums by the numba kernel, in worker threads
     TORCH = "torch"  # tiles and sums stay on the device
 
 
@@ -60,6 +60,8 @@ class Tiles:
         object.__setattr__(self, "dtype", float_dtype(self.dtype))
         object.__setattr__(self, "device", str(self.device))
         object.__setattr__(self, "engine", None if self.engine is None else Engine(self.engine))
+        if self.engine is Engine.NUMBA and not self.on_cpu:
+            raise ValueError(f"the numba engine runs on the CPU; device {self.device} needs the torch engine")
 
     @property
     def on_cpu(self) -> bool:
