@@ -10,27 +10,13 @@ Each name is imported from its module when first asked for (PEP 562), so ``gram_
 which is numpy only, comes without torch (`mdn residualize` needs no more).
 """
 
-import importlib
+import lazy_loader
 
-_HOMES = {
-    "functional": ("batch_beta", "batch_metadata_norm", "metadata_norm", "penalty_metadata_norm", "rls_update"),
-    "gram": ("CollinearDesignError", "gram_inverse"),
-    "helpers": ("attach_key", "attach_metadata_norm", "fit_gram", "layer_outputs", "mdn_penalty", "metadata", "metadata_norm_layers",
-                "penalty_parameters", "penalty_pass", "refit_beta", "set_sync"),
-    "modules": ("LazyMetadataNorm", "LazyPenaltyMetadataNorm", "LazyRecursiveMetadataNorm", "MetadataNorm", "MetadataNormBase",
-                "PenaltyMetadataNorm", "RecursiveMetadataNorm"),
-}
-_HOME_OF = {name: module for module, exported in _HOMES.items() for name in exported}
-__all__ = sorted(_HOME_OF)
-
-
-def __getattr__(name: str):
-    if name not in _HOME_OF:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{_HOME_OF[name]}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__, __all__ = lazy_loader.attach(__name__, submod_attrs={
+    "functional": ["batch_beta", "batch_metadata_norm", "metadata_norm", "penalty_metadata_norm", "rls_update"],
+    "gram": ["CollinearDesignError", "gram_inverse"],
+    "helpers": ["attach_key", "attach_metadata_norm", "fit_gram", "layer_outputs", "mdn_penalty", "metadata", "metadata_norm_layers",
+                "penalty_parameters", "penalty_pass", "refit_beta", "set_sync"],
+    "modules": ["LazyMetadataNorm", "LazyPenaltyMetadataNorm", "LazyRecursiveMetadataNorm", "MetadataNorm", "MetadataNormBase",
+                "PenaltyMetadataNorm", "RecursiveMetadataNorm"],
+})

@@ -8,18 +8,8 @@ The names are imported from ``dcor`` when first asked for (PEP 562): a module th
 ``validation`` or ``metrics`` does not load the numba kernels.
 """
 
-import importlib
+import lazy_loader
 
-__all__ = ["DcorResult", "Engine", "IndependenceTest", "Interval", "Tiles", "dcor2", "dcor_t_test", "distance_correlation"]
-
-
-def __getattr__(name: str):
-    if name not in __all__:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.dcor"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__, __all__ = lazy_loader.attach(__name__, submod_attrs={
+    "dcor": ["DcorResult", "Engine", "IndependenceTest", "Interval", "Tiles", "dcor2", "dcor_t_test", "distance_correlation"],
+})
