@@ -65,14 +65,13 @@ class Tiles:
 
     @property
     def on_cpu(self) -> bool:
-        return self.device == "cpu"
+        return self.device.partition(":")[0] == "cpu"  # "cpu" or "cpu:0", as torch.device(...).type
 
 
 def features_matrix(x, dtype) -> np.ndarray:
     """(n, ...) -> (n, d) C-contiguous in ``dtype``, translated to near the origin (distances do not change)."""
     matrix = as_matrix(x)
-    if not np.isfinite(matrix).all():
-        check_finite(matrix)
+    check_finite(matrix)
     centre = matrix.sum(axis=0, dtype=np.float64) / max(matrix.shape[0], 1)
     return np.ascontiguousarray(matrix.astype(dtype, copy=False) - centre.astype(dtype))
 

@@ -38,11 +38,7 @@ def atomic_path(target: str | os.PathLike, suffix: str = "", directory: bool = F
         os.umask(umask)
         os.chmod(tmp, (0o777 if directory else 0o666) & ~umask)  # mkstemp makes 0600; give the file the usual permissions
     except OSError as exc:
-        raise MdnError(
-            f"cannot write here ({exc.strerror}).",
-            where=str(target),
-            hint="choose a writable output path.",
-        ) from None
+        raise _cannot_write(target, exc) from None
     tmp_path = Path(tmp)
     try:
         yield tmp_path
@@ -65,6 +61,10 @@ def atomic_link(source: str | os.PathLike, target: str | os.PathLike) -> None:
             os.link(source, tmp)
         except OSError:  # no hard links here (some network and FUSE filesystems)
             shutil.copyfile(source, tmp)
+
+
+def _cannot_write(target: Path, exc: OSError, hint: str = "choose a writable output path.") -> MdnError:
+    return MdnError(f"cannot write here ({exc.strerror}).", where=str(target), hint=hint)
 
 
 SPARE_SUFFIX = ".spare"
@@ -90,7 +90,7 @@ def recycled_file(target: str | os.PathLike) -> Iterator[BinaryIO]:
             _remove(spare)
         file = open(spare, "r+b" if reusable else "xb")
     except OSError as exc:
-        raise MdnError(f"cannot write here ({exc.strerror}).", where=str(target), hint="choose a writable output path.") from None
+        raise _cannot_write(target, exc) from None
     with file:
         yield file
         file.truncate()  # at the end of what was written: a spare may have been longer
@@ -214,7 +214,7 @@ def directory_lock(folder: str | os.PathLike, what: str) -> Iterator[None]:
             folder.mkdir(parents=True, exist_ok=True)
             fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666)
         except OSError as exc:
-            raise MdnError(f"cannot write here ({exc.strerror}).", where=str(folder), hint="choose a writable output directory.") from None
+            raise _cannot_write(folder, exc, "choose a writable output directory.") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
